@@ -1,0 +1,28 @@
+"""The one exception type for failures a user can act on.
+
+Programming errors stay ordinary exceptions; anything caused by the user's input, files or environment
+is raised as :class:`StylizeError` with a message that says what is wrong and a hint that says what to do.
+Only the CLI turns it into an exit code.
+"""
+
+from __future__ import annotations
+
+#: Exit code for bad input or usage (a file that is not an image, an unknown style, a bad flag value).
+EXIT_BAD_INPUT = 2
+#: Exit code for a failure while doing the work (out of memory, a disk error, some files of a batch failed).
+EXIT_FAILURE = 1
+
+
+class StylizeError(Exception):
+    """A failure the user can fix: ``message`` says what is wrong, ``hint`` what to do about it."""
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+    def one_line(self) -> str:
+        """The message and hint on a single line, as the CLI prints it."""
+        text = self.message.replace("\n", " ")
+        return f"{text} ({self.hint})" if self.hint else text
