@@ -1,0 +1,90 @@
+"""Frozen dataclasses that hold every setting and its default: the only home of defaults.
+
+A generator's config is stored in every model file, so loading rebuilds the network from the file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+OutputActivation = Literal["sigmoid", "clamp", "tanh"]
+UpsampleMode = Literal["nearest", "transposed"]
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Sizes and choices of a Johnson-style residual generator (see :class:`stylize.network.Generator`)."""
+
+    # Widths of the 9x9 input conv and the two stride-2 convs; the last is also the residual blocks' width.
+    encoder_channels: tuple[int, int, int] = (32, 64, 128)
+    # Residual blocks (conv-norm-ReLU-conv-norm plus skip) at the bottleneck.
+    num_residual_blocks: int = 5
+    # Widths of the two upsampling stages; the 9x9 output conv then maps the last one to RGB.
+    decoder_channels: tuple[int, int] = (64, 32)
+    # "nearest": nearest x2 then conv, which avoids checkerboard artefacts; "transposed": a stride-2 transposed conv.
+    upsample: UpsampleMode = "nearest"
+    # How the output conv's values become pixels in [0, 1]: a sigmoid, a plain clamp, or (tanh + 1) / 2.
+    output_activation: OutputActivation = "sigmoid"
+    # Whether the 9x9 output conv is followed by (conditional) instance norm, as in Dumoulin et al.'s network.
+    normalize_output: bool = False
+    # Bias terms in the convs; redundant before instance norm, but pytorch/examples checkpoints have them.
+    conv_bias: bool = True
+    # Number of styles held in the conditional instance norm tables (1 = an ordinary single-style network).
+    num_styles: int = 1
+    # Epsilon added to the variance in every instance norm.
+    norm_eps: float = 1e-5
+    # Pixel scale the weights were trained for: 1.0 for [0, 1] images, 255.0 for pytorch/examples models.
+    pixel_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.encoder_channels) != 3 or len(self.decoder_channels) != 2:
+            raise ValueError("encoder_channels needs 3 widths and decoder_channels 2")
+        if self.num_styles < 1 or self.num_residual_blocks < 0:
+            raise ValueError("num_styles must be >= 1 and num_residual_blocks >= 0")
+        if self.upsample not in ("nearest", "transposed"):
+            raise ValueError(f"unknown upsample mode {self.upsample!r}")
+        if self.output_activation not in ("sigmoid", "clamp", "tanh"):
+            raise ValueError(f"unknown output activation {self.output_activation!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error, missing ones take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown generator settings: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        for key in ("encoder_channels", "decoder_channels"):
+            if key in values:
+                values[key] = tuple(int(v) for v in values[key])
+        return cls(**values)
+
+    def with_styles(self, num_styles: int) -> GeneratorConfig:
+        return dataclasses.replace(self, num_styles=num_styles)
+
+
+#: Named generator sizes for ``stylize train --arch``.
+ARCHITECTURES: dict[str, GeneratorConfig] = {
+    # Johnson et al.'s network as pytorch/examples builds it: 32-64-128 channels, 5 residual blocks.
+    "johnson": GeneratorConfig(),
+    # A quarter of the FLOPs: narrower stages, fewer blocks; for fast training runs and small devices.
+    "small": GeneratorConfig(
+        encoder_channels=(16, 32, 64), num_residual_blocks=3, decoder_channels=(32, 16)
+    ),
+    # The bundled 26-style network's shape (Dumoulin et al., as in TensorFlow's Android stylize demo).
+    "dumoulin": GeneratorConfig(
+        encoder_channels=(32, 32, 32),
+        num_residual_blocks=6,
+        decoder_channels=(8, 4),
+        normalize_output=True,
+        conv_bias=False,
+    ),
+}
+
+#: The network used when pytorch/examples fast_neural_style checkpoints are loaded.
+PYTORCH_EXAMPLES_CONFIG = GeneratorConfig(output_activation="clamp", pixel_scale=255.0)
