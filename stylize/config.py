@@ -88,3 +88,14 @@ ARCHITECTURES: dict[str, GeneratorConfig] = {
 
 #: The network used when pytorch/examples fast_neural_style checkpoints are loaded.
 PYTORCH_EXAMPLES_CONFIG = GeneratorConfig(output_activation="clamp", pixel_scale=255.0)
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How images are read and written."""
+
+    # Decompression-bomb guard: images with more pixels are refused (raise it with --max-pixels).
+    # 120 MP admits an 8000x8000 print file and any current camera, and refuses forged 50000x50000 headers.
+    max_pixels: int = 120_000_000
+    # JPEG/WebP quality of written images.
+    quality: int = 95
