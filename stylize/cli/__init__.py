@@ -1,0 +1,80 @@
+"""The command line: a thin Typer layer over :mod:`stylize.api` and :mod:`stylize.training`.
+
+This package is the only place that prints or exits. Every command module registers its commands on ``app``;
+:func:`main` turns a :class:`~stylize.errors.StylizeError` into a one-line ``error: ...`` and its exit code, and
+shows a traceback only with ``--debug`` (or ``STYLIZE_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from stylize.errors import EXIT_BAD_INPUT, EXIT_FAILURE, StylizeError
+
+app = typer.Typer(
+    name="stylize",
+    help="Fast neural style transfer: apply a style model to photos, train new styles.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for module in ("apply", "info", "train", "export"):
+        try:
+            commands = importlib.import_module(f"stylize.cli.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"stylize.cli.{module}":
+                raise
+            continue
+        commands.register(app)
+
+
+_register_commands()
+
+
+def report_error(message: str) -> None:
+    stderr.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``stylize`` console script and of ``python -m stylize``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("STYLIZE_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="stylize", standalone_mode=False)
+    except StylizeError as exc:
+        if debug:
+            raise
+        report_error(exc.one_line())
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError:
+        sys.exit(0)
+    except click.UsageError as exc:
+        if debug:
+            raise
+        command = exc.ctx.command_path if exc.ctx else "stylize"
+        report_error(f"{exc.format_message()} (see '{command} --help')")
+        sys.exit(EXIT_BAD_INPUT)
+    except (click.Abort, KeyboardInterrupt):
+        report_error("interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        report_error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users without --debug
+        if debug:
+            raise
+        report_error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and report it)")
+        sys.exit(EXIT_FAILURE)

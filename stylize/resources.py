@@ -1,0 +1,77 @@
+"""Where bundled files live, and their integrity check.
+
+In an installed wheel the top-level ``models/`` and ``weights/`` folders are packaged as
+``stylize/_bundled/models`` and ``stylize/_bundled/weights`` and found through package resources; in a source
+checkout they are found next to the package. Every bundled file is verified against the SHA-256 recorded here
+before use, so a damaged or replaced file is refused instead of silently producing wrong images.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+
+from stylize.errors import EXIT_FAILURE, StylizeError
+
+#: SHA-256 of each bundled file, by its path relative to the bundle root.
+BUNDLED_SHA256: dict[str, str] = {
+    "models/multistyle26.safetensors": "01651702859fb9568d2d16472c72d83fa2faba560eada5ed1bddb5bbed036215",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def bundle_root() -> Path:
+    """The folder that holds ``models/`` and ``weights/``: inside the installed package, else the source tree."""
+    packaged = Path(str(resources.files("stylize"))) / "_bundled"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent
+
+
+def bundled_path(relative: str, verify: bool = True) -> Path:
+    """Path of a bundled file such as ``models/multistyle26.safetensors``, checked against its SHA-256."""
+    path = bundle_root() / relative
+    if not path.is_file():
+        raise StylizeError(f"bundled file missing: {path}", "reinstall stylize", exit_code=EXIT_FAILURE)
+    if verify:
+        verify_file(path, relative)
+    return path
+
+
+def verify_file(path: Path, relative: str) -> None:
+    expected = BUNDLED_SHA256.get(relative)
+    if expected is None:
+        return
+    if _sha256(path, path.stat().st_mtime_ns, path.stat().st_size) != expected:
+        raise StylizeError(
+            f"bundled file {path} does not match its recorded SHA-256 (damaged or replaced)",
+            "reinstall stylize",
+            exit_code=EXIT_FAILURE,
+        )
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    # mtime and size are part of the cache key so a file changed during the process is hashed again.
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundled_models() -> list[Path]:
+    folder = bundle_root() / "models"
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def user_models_dir() -> Path:
+    """Per-user models folder: ``$STYLIZE_HOME/models``, else ``$XDG_DATA_HOME/stylize/models``."""
+    home = os.environ.get("STYLIZE_HOME")
+    if home:
+        return Path(home) / "models"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "stylize" / "models"

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+
+
+def run_cli(*args: str, cwd: Path | None = None, input: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    full_env.pop("STYLIZE_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "stylize", *args],
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        env=full_env,
+        timeout=300,
+    )
+
+
+def make_photo(path: Path, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Path:
+    """A smooth synthetic photo (gradients and a disc) written with PIL."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    disc = ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(size) / 3) ** 2).astype(np.float32)
+    rgb = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.3 + 0.6 * disc], axis=-1)
+    image = Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
