@@ -180,7 +180,7 @@ class Stylizer:
             return self.apply_tensor(image, style, mix, strength, preserve_color)
         loaded = imaging.open_image(image, max_pixels=max_pixels)
         stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size)
-        return imaging.finish_image(stylized, _resized(loaded, stylized.size), "PNG", keep_greyscale=preserve_color)
+        return imaging.finish_image(stylized, _resized(loaded, stylized.size), "PNG", keep_greyscale=preserve_color and loaded.is_greyscale)
 
     def _apply_loaded(
         self,
@@ -226,7 +226,7 @@ class Stylizer:
         data: Any = sys.stdin.buffer.read() if source_text == STDIO else source_text
         loaded = imaging.open_image(data, max_pixels=max_pixels, name="stdin" if source_text == STDIO else None)
         stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size)
-        final = imaging.finish_image(stylized, _resized(loaded, stylized.size), out_format, keep_greyscale=preserve_color)
+        final = imaging.finish_image(stylized, _resized(loaded, stylized.size), out_format, keep_greyscale=preserve_color and loaded.is_greyscale)
         encoded = imaging.encode_image(
             final, out_format, quality=quality, exif=loaded.exif, icc_profile=loaded.icc_profile
         )

@@ -17,10 +17,10 @@ class StylizeError(Exception):
     """A failure the user can fix: ``message`` says what is wrong, ``hint`` what to do about it."""
 
     def __init__(self, message: str, hint: str | None = None, exit_code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
         self.message = message
         self.hint = hint
         self.exit_code = exit_code
+        super().__init__(self.one_line())
 
     def one_line(self) -> str:
         """The message and hint on a single line, as the CLI prints it."""

@@ -120,7 +120,7 @@ def one_line_error(result, code=2):
 @pytest.mark.parametrize(
     "setup,args,expected",
     [
-        (None, ["missing.jpg", "out.png"], "not found"),
+        (None, ["missing.jpg", "out.png"], "no such file"),
         ("text", ["notimage.jpg", "out.png"], "not an image"),
         ("truncated", ["broken.png", "out.png"], "truncated"),
         ("photo", ["photo.png", "out.xyz"], "xyz"),
@@ -132,7 +132,7 @@ def one_line_error(result, code=2):
         ("photo", ["photo.png", "photo.png"], "is the input file"),
         ("photo", ["photo.png", "photo.png", "--overwrite"], "is the input file"),
         ("badmodel", ["photo.png", "out.png", "--model", "bad.safetensors"], "not a valid safetensors"),
-        ("mismatch", ["photo.png", "out.png", "--model", "mismatch.safetensors"], "do not match"),
+        ("mismatch", ["photo.png", "out.png", "--model", "mismatch.safetensors"], "its config expects"),
         ("photo", ["photo.png"], "Missing argument"),
     ],
 )
@@ -182,3 +182,11 @@ def test_info_and_models(tmp_path):
     listing = json.loads(run_cli("models", "--json", cwd=tmp_path).stdout)
     bundled = next(m for m in listing["models"] if m["name"] == "multistyle26")
     assert bundled["origin"] == "bundled" and len(bundled["styles"]) == 26 and bundled["default"]
+
+
+def test_greyscale_photo_stays_grey_only_with_preserve_color(tmp_path):
+    grey = make_photo(tmp_path / "grey.png", (40, 32), mode="L")
+    assert run_cli("apply", str(grey), str(tmp_path / "colour.png")).returncode == 0
+    assert run_cli("apply", str(grey), str(tmp_path / "kept.png"), "--preserve-color").returncode == 0
+    assert Image.open(tmp_path / "colour.png").mode == "RGB"
+    assert Image.open(tmp_path / "kept.png").mode == "L"

@@ -39,7 +39,7 @@ def test_installed_wheel_finds_models_through_package_resources(wheel, tmp_path)
         capture_output=True,
     )
     elsewhere = tmp_path / "elsewhere"
-    photo = make_photo(elsewhere / "photo.png", (40, 32))
+    make_photo(elsewhere / "photo.png", (40, 32))
     # PYTHONPATH puts the installed copy ahead of the editable checkout; cwd is outside the repository.
     env = {**os.environ, "PYTHONPATH": str(site)}
     probe = subprocess.run(

@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from rich.console import Console
+
+try:  # typer >= 0.22 vendors click as typer._click; older releases use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
 
 from stylize.errors import EXIT_BAD_INPUT, EXIT_FAILURE, StylizeError
 
@@ -53,24 +57,25 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("STYLIZE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="stylize", standalone_mode=False)
+        code = app(args=args, prog_name="stylize", standalone_mode=False)
     except StylizeError as exc:
         if debug:
             raise
         report_error(exc.one_line())
         sys.exit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError:
+    except click_exceptions.NoArgsIsHelpError:
+        app(args=["--help"], prog_name="stylize", standalone_mode=False)
         sys.exit(0)
-    except click.UsageError as exc:
+    except click_exceptions.UsageError as exc:
         if debug:
             raise
         command = exc.ctx.command_path if exc.ctx else "stylize"
         report_error(f"{exc.format_message()} (see '{command} --help')")
         sys.exit(EXIT_BAD_INPUT)
-    except (click.Abort, KeyboardInterrupt):
+    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
         report_error("interrupted")
         sys.exit(130)
-    except click.ClickException as exc:
+    except click_exceptions.ClickException as exc:
         report_error(exc.format_message())
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users without --debug
@@ -78,3 +83,5 @@ def main(argv: list[str] | None = None) -> None:
             raise
         report_error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and report it)")
         sys.exit(EXIT_FAILURE)
+    if isinstance(code, int) and code:
+        sys.exit(code)
