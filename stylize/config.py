@@ -99,3 +99,99 @@ class ImageConfig:
     max_pixels: int = 120_000_000
     # JPEG/WebP quality of written images.
     quality: int = 95
+
+
+#: VGG16 layers the style loss uses by default (Johnson et al.): one per resolution, coarse to fine textures.
+DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and layers of the perceptual loss (see :class:`stylize.losses.PerceptualLoss`).
+
+    The weights are Johnson et al.'s for the same loss network (Caffe VGG16, 0-255 BGR input), the same Gram
+    normalisation (C*H*W) and mean-squared errors, so the paper recipe reproduces their balance.
+    """
+
+    # Multiplies the feature MSE at content_layer.
+    content_weight: float = 1.0
+    # Multiplies the sum over style layers of layer weight x Gram MSE.
+    style_weight: float = 5.0
+    # Multiplies the squared total variation of the [0, 1] output (see losses.total_variation): a little smoothing
+    # against high-frequency noise. Johnson et al.'s 1e-6 on the summed 0-255 differences of a 4x256x256 batch is
+    # 1e-6 / 2 * 255^2 * 4 * 3 * 256^2 ~ 2.5e4 times our per-element means.
+    tv_weight: float = 2.5e4
+    # Long side, in pixels, the style image is resized to before its Gram targets are taken (0: keep its size).
+    # Smaller makes the brush strokes larger in the output; 512 suits 256-pixel training crops.
+    style_size: int = 512
+    # VGG16 layer whose features the output must keep: relu2_2 keeps structure without copying colours.
+    content_layer: str = "relu2_2"
+    # VGG16 layers whose Gram matrices the output must match.
+    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    # Weight of each style layer, in the order of style_layers.
+    style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if len(self.style_layer_weights) != len(self.style_layers):
+            raise ValueError("style_layer_weights needs one weight per style layer")
+        if min(self.content_weight, self.style_weight, self.tv_weight) < 0 or self.style_size < 0:
+            raise ValueError("loss weights and style_size must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``stylize train`` needs; CLI flags are these field names in kebab case (``--from`` is from_model).
+
+    Defaults follow Johnson et al.'s recipe: 256x256 crops of COCO-like photos, batch 4, Adam 1e-3, 40k iterations.
+    """
+
+    # Style images: file paths, or names of bundled paintings ("starry_night"). Several train one N-style network.
+    style: tuple[str, ...] = ()
+    # Folder searched recursively for training photos; None uses the small bundled set (a demo, not a recipe).
+    content_dir: str | None = None
+    # Output model file; None: "<first style name>.safetensors" in the current folder.
+    out: str | None = None
+    # Optimiser steps; ignored when epochs is set.
+    iterations: int = 40_000
+    # Passes over the content photos instead of a fixed number of iterations.
+    epochs: float | None = None
+    # Images per optimiser step across all processes (each of K distributed processes takes batch_size / K).
+    batch_size: int = 4
+    # Side of the square training crops in pixels.
+    image_size: int = 256
+    # Adam learning rate.
+    lr: float = 1e-3
+    # Generator size: a key of ARCHITECTURES ("johnson", "small", "dumoulin").
+    arch: str = "johnson"
+    # Existing model to add styles to: only the new styles' gamma/beta rows train (Dumoulin et al.'s fine-tuning).
+    from_model: str | None = None
+    # Seeds the weights' initialisation, the photo order, crops and flips: same seed, same model.
+    seed: int = 0
+    # "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    # "auto": bf16 autocast on CUDA and on CPUs with AMX, fp16 with a grad scaler on GPUs without bf16, else fp32.
+    precision: Precision = "auto"
+    # Background processes decoding photos; 0 decodes in the training process.
+    workers: int = 2
+    # Steps between checkpoints (also written at the end and on Ctrl-C).
+    checkpoint_every: int = 500
+    # "auto": the checkpoint next to --out if there is one; or a checkpoint path; None starts afresh.
+    resume: str | None = None
+    # Steps between preview grids (held-out photos x styles) saved as PNG next to the checkpoint; 0: none.
+    preview_every: int = 0
+    # JSON-lines file receiving one line of losses and speed per logging step.
+    log: str | None = None
+    # Steps between logging lines.
+    log_every: int = 10
+    # Loss network: "bundled" (shipped Caffe VGG16 weights) or "torchvision" (downloads IMAGENET1K_V1 once).
+    loss_net: str = "bundled"
+    # A safetensors file with VGG16 conv1_1-conv4_3 weights to use instead of the bundled ones.
+    vgg_weights: str | None = None
+    # The loss weights and layers.
+    loss: LossConfig = LossConfig()
+
+    # Values are checked by stylize.training.check_config, which raises StylizeError with a hint for each.
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

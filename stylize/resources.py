@@ -16,6 +16,13 @@ from pathlib import Path
 
 from stylize.errors import EXIT_FAILURE, StylizeError
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = PACKAGE_DIR / "data"
+#: Bundled public-domain photos used when training is started without --content-dir (and by scripts/demo.sh).
+BUNDLED_PHOTOS_DIR = DATA_DIR / "photos"
+#: Bundled public-domain paintings that ``--style NAME`` can name without a path.
+BUNDLED_STYLES_DIR = DATA_DIR / "styles"
+
 #: SHA-256 of each bundled file, by its path relative to the bundle root.
 BUNDLED_SHA256: dict[str, str] = {
     "models/multistyle26.safetensors": "01651702859fb9568d2d16472c72d83fa2faba560eada5ed1bddb5bbed036215",
@@ -29,6 +36,11 @@ def bundle_root() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent
+
+
+def bundled_folder(name: str) -> Path:
+    """The folder that holds bundled ``name`` ("models" or "weights")."""
+    return bundle_root() / name
 
 
 def bundled_path(relative: str, verify: bool = True) -> Path:
