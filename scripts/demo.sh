@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 source scripts/_setup_venv.sh
 setup_venv ""
 mkdir -p out
-.venv/bin/stylize apply stylize/data/photos/astronaut.png out/astronaut_stylized.jpg --overwrite "$@"
+.venv/bin/stylize apply stylize/data/photos/astronaut.jpg out/astronaut_stylized.jpg --overwrite "$@"
 echo "result: $(pwd)/out/astronaut_stylized.jpg"
