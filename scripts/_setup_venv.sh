@@ -12,8 +12,7 @@ setup_venv() {
     stamp="$(cat pyproject.toml; echo "$spec")"
     if [ ! -f .venv/.stylize-installed ] || [ "$(cat .venv/.stylize-installed)" != "$stamp" ]; then
         echo "installing stylize and its dependencies (torch included) into .venv ..." >&2
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" >&2
+        .venv/bin/python -m pip install -qq --disable-pip-version-check -e "$spec" >&2
         printf '%s' "$stamp" > .venv/.stylize-installed
     fi
 }
