@@ -75,6 +75,14 @@ def run_in_process(paths: list[Path], out: Path, model: str | None, every: int) 
     return samples, failures
 
 
+def count_outputs(folder: Path) -> int:
+    """Finished outputs in ``folder``: temporary files (``.NAME.RANDOM.stylize-tmp``) start with a dot."""
+    try:
+        return sum(1 for entry in os.scandir(folder) if not entry.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
 def run_cli_folder(source: Path, out: Path, model: str | None, expected: int, timeout: float) -> tuple[dict[int, float], int]:
     """Run ``stylize apply SOURCE OUT`` in a subprocess and sample its RSS against the number of files written."""
     command = [sys.executable, "-m", "stylize", "apply", str(source), str(out)] + (["--model", model] if model else [])
@@ -84,7 +92,7 @@ def run_cli_folder(source: Path, out: Path, model: str | None, expected: int, ti
     started = time.monotonic()
     while process.poll() is None:
         rss = rss_mb(process.pid)
-        done = sum(1 for _ in out.glob("*")) if out.is_dir() else 0
+        done = count_outputs(out)
         if rss is not None:
             samples[done] = max(rss, samples.get(done, 0.0))  # peak RSS seen while `done` files existed
         if time.monotonic() - started > timeout:
@@ -95,7 +103,7 @@ def run_cli_folder(source: Path, out: Path, model: str | None, expected: int, ti
     stderr = process.communicate()[1].decode(errors="replace")
     if process.returncode:
         print(f"stylize exited {process.returncode}: {stderr.strip()[-2000:]}", file=sys.stderr)
-    written = sum(1 for _ in out.glob("*")) if out.is_dir() else 0
+    written = count_outputs(out)
     return samples, expected - written + (1 if process.returncode else 0)
 
 
