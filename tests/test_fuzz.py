@@ -6,8 +6,10 @@ reproduces on every run; hypothesis prints the shrunk input. The functions are c
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -106,6 +108,7 @@ def test_mutated_image_bytes_give_a_clean_error_or_an_image(fmt: str, data: st.D
 # ---------------------------------------------------------------------------------------------------------------- models
 
 MODEL_FOLDER = Path(tempfile.mkdtemp(prefix="stylize-fuzz-"))
+atexit.register(shutil.rmtree, MODEL_FOLDER, ignore_errors=True)
 MODEL_BYTES = tiny_model(MODEL_FOLDER, "seed.safetensors").read_bytes()
 HEADER_END = 8 + int.from_bytes(MODEL_BYTES[:8], "little")
 
