@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +45,7 @@ class ApplyResult:
     device: str
     precision: str
     seconds: float
+    frames: int = 1  # frames or pages in the input; only the first is stylized
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +57,7 @@ class ApplyResult:
             "device": self.device,
             "precision": self.precision,
             "seconds": round(self.seconds, 4),
+            "frames": self.frames,
         }
 
 
@@ -212,6 +213,8 @@ class Stylizer:
         """Read ``source``, stylize it and write ``target`` atomically; ``-`` means stdin or stdout.
 
         Every check that can fail (formats, existing output, output equal to input) runs before the model does.
+        An existing ``target`` is replaced only with ``overwrite``; if it is a symbolic link, the link itself is
+        replaced by the new file and whatever it points to is never written.
         """
         started = time.perf_counter()
         source_text, target_text = str(source), str(target)
@@ -219,8 +222,7 @@ class Stylizer:
         if target_text != STDIO:
             if source_text != STDIO and imaging.same_file(source_text, target_text):
                 raise StylizeError(f"output {target_text} is the input file", "choose another output path; inputs are never overwritten")
-            if Path(target_text).exists() and not overwrite:
-                raise StylizeError(f"output {target_text} already exists", "pass --overwrite to replace it")
+            imaging.check_output(target_text, overwrite=overwrite)
         description = self.describe_style(style, mix)
         _check_strength(strength)
         data: Any = sys.stdin.buffer.read() if source_text == STDIO else source_text
@@ -234,7 +236,7 @@ class Stylizer:
             sys.stdout.buffer.write(encoded)
             sys.stdout.buffer.flush()
         else:
-            Path(target_text).parent.mkdir(parents=True, exist_ok=True)
+            imaging.make_parent_folder(target_text)
             imaging.write_atomic(encoded, target_text, overwrite=overwrite)
         return ApplyResult(
             input=source_text,
@@ -245,6 +247,7 @@ class Stylizer:
             device=self.device,
             precision=self.precision,
             seconds=time.perf_counter() - started,
+            frames=loaded.frames,
         )
 
 

@@ -36,10 +36,12 @@ __all__ = [
     "OUTPUT_EXTENSIONS",
     "TEMP_SUFFIX",
     "LoadedImage",
+    "check_output",
     "display_path",
     "encode_image",
     "finish_image",
     "image_to_tensor",
+    "make_parent_folder",
     "open_image",
     "output_format",
     "remove_stale_temporaries",
@@ -590,6 +592,35 @@ def write_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool =
     return path
 
 
+def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """Refuse an existing ``path`` unless ``overwrite``; a symbolic link, even a dangling one, counts as existing.
+
+    With ``overwrite``, :func:`write_atomic` renames the new file over the name: a link there is replaced by the file
+    and whatever it pointed to is never written.
+    """
+    if overwrite:
+        return
+    label = display_path(path)
+    if os.path.islink(path):
+        raise StylizeError(
+            f"output {label} is a symbolic link (to {display_path(os.readlink(path))})",
+            "pass --overwrite to replace the link itself; its target is never written",
+        )
+    if os.path.lexists(path):
+        raise StylizeError(f"output {label} already exists", "pass --overwrite to replace it")
+
+
+def make_parent_folder(path: str | os.PathLike[str]) -> None:
+    """Create the folder ``path`` goes into (and its parents); failures are the same errors :func:`write_atomic` gives."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file stands where a folder is needed
+        raise _write_error(NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), path) from exc
+    except OSError as exc:
+        raise _write_error(exc, path) from exc
+
+
 def _temp_name(name: str) -> str:
     # Keep the temporary name under the usual 255-byte limit even for very long output names.
     stem = os.fsencode(name)[:180]
@@ -636,6 +667,8 @@ def _write_error(exc: OSError, path: Path) -> StylizeError:
         return StylizeError(f"cannot write {label}: the folder {folder} does not exist", "create it first")
     if isinstance(exc, NotADirectoryError):
         return StylizeError(f"cannot write {label}: {folder} is not a folder", "choose an output path inside a folder")
+    if exc.errno == errno.ENAMETOOLONG:
+        return StylizeError(f"cannot write {label}: the file name is too long", "choose a shorter name")
     if exc.errno in _READ_ONLY_ERRNOS:
         return StylizeError(
             f"cannot write {label}: the folder {folder} is read-only or not yours", "choose a folder you may write to"
@@ -692,7 +725,8 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
-        return Path(a).resolve() == Path(b).resolve()
+        # realpath, unlike Path.resolve on Python < 3.13, does not raise on a symlink loop
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool = True) -> int:

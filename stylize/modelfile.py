@@ -8,11 +8,13 @@ settings, so that loading rebuilds the network from the file alone. Nothing is e
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import pickle
 import re
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,16 @@ import torch
 
 from stylize.config import PYTORCH_EXAMPLES_CONFIG, GeneratorConfig
 from stylize.errors import StylizeError
+from stylize.imaging import make_parent_folder, write_atomic
 from stylize.network import Generator
 
 FORMAT_VERSION = 1
 METADATA_KEY = "stylize"
 #: Refuse headers larger than this before parsing them: a real model's header is a few kilobytes.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+#: Plausibility limits on a model file's generator config, checked before anything is built from it.
+MAX_WIDTH = 4096  # channels of one layer (the largest real models have 128)
+MAX_COUNT = 4096  # residual blocks or styles
 
 
 @dataclass
@@ -60,24 +66,17 @@ class StyleModel:
 
 def save_model(model: StyleModel, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` as ``.safetensors`` atomically (temporary file in the same folder, then rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     if len(model.styles) != model.config.num_styles:
         raise ValueError(f"{len(model.styles)} style names for a {model.config.num_styles}-style generator")
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.generator.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(model.metadata(), sort_keys=True)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    data = save(tensors, metadata=metadata)  # a few MB: serialised in memory, then written like an image
+    make_parent_folder(path)
+    # A full disk or a read-only folder becomes a one-line StylizeError and leaves no temporary file behind.
+    return write_atomic(data, path, overwrite=True)
 
 
 def load_model(path: str | os.PathLike[str]) -> StyleModel:
@@ -154,7 +153,17 @@ def _load_safetensors(path: Path) -> StyleModel:
         raise StylizeError(f"{path.name} has an invalid model format version {version}", "re-export the model")
     try:
         config = GeneratorConfig.from_dict(meta["generator"])
+        _check_types(config)
+        if not isinstance(meta["styles"], list):
+            raise TypeError("'styles' is not a list")
         styles = [str(s) for s in meta["styles"]]
+        for key in ("provenance", "training", "precision"):
+            if not isinstance(meta.get(key) or {}, dict):
+                raise TypeError(f"{key!r} is not an object")
+        if not all(isinstance(v, str) for v in (meta.get("precision") or {}).values()):
+            raise TypeError("'precision' values are not names")
+        if not isinstance(meta.get("default_style"), (str, int, type(None))):
+            raise TypeError("'default_style' is not a name")
     except (KeyError, TypeError, ValueError) as exc:
         raise StylizeError(f"{path.name} has an invalid generator config: {exc}", "re-export the model") from None
     if len(styles) != config.num_styles:
@@ -177,10 +186,45 @@ def _load_safetensors(path: Path) -> StyleModel:
     )
 
 
+def _check_types(config: GeneratorConfig) -> None:
+    """Every config field has its default's type (JSON could hold anything), and floats are finite and positive."""
+    for item in dataclasses.fields(config):
+        value, default = getattr(config, item.name), item.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:  # the channel tuples: from_dict has already made their items int
+            ok = isinstance(value, tuple)
+        if not ok:
+            raise TypeError(f"{item.name} is {value!r}")
+
+
+def _expected_tensors(config: GeneratorConfig, name: str) -> dict[str, torch.Tensor]:
+    """The state_dict ``config`` describes, on the meta device: shapes only, no memory, however large it claims to be."""
+    too_big = [f"{key}={value}" for key, value in (("num_residual_blocks", config.num_residual_blocks), ("num_styles", config.num_styles))
+               if value > MAX_COUNT]
+    too_big += [f"a width of {width}" for width in (*config.encoder_channels, *config.decoder_channels) if not 0 < width <= MAX_WIDTH]
+    if too_big:  # building even an empty network this large would take minutes
+        raise StylizeError(f"{name} has an implausible generator config ({', '.join(too_big)})", "the file is damaged or was edited")
+    try:
+        with torch.device("meta"):
+            return Generator(config).state_dict()
+    except (RuntimeError, ValueError, TypeError) as exc:  # widths or sizes torch cannot build
+        raise StylizeError(f"{name} has an invalid generator config: {exc}", "re-export the model") from None
+
+
 def _build_generator(config: GeneratorConfig, tensors: dict[str, torch.Tensor], name: str) -> Generator:
-    """Build the network from ``config`` and fill it, checking every tensor name, shape and value."""
-    generator = Generator(config)
-    expected = generator.state_dict()
+    """Build the network from ``config`` and fill it, checking every tensor name, shape and value.
+
+    The names and shapes are checked against a meta-device network first, so that a config claiming huge layers is
+    refused before any memory is allocated for them.
+    """
+    expected = _expected_tensors(config, name)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -203,6 +247,7 @@ def _build_generator(config: GeneratorConfig, tensors: dict[str, torch.Tensor], 
             raise StylizeError(
                 f"{name}: tensor '{key}' contains NaN or infinite values", "the model is broken; retrain or re-download it"
             )
+    generator = Generator(config)  # now known to be the size of the tensors the file holds
     generator.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()})
     generator.eval()
     generator.requires_grad_(False)
@@ -257,13 +302,24 @@ def map_pytorch_examples_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, 
     return mapped
 
 
+def _unpickler_reason(exc: Exception) -> str:
+    """The useful part of torch's weights-only refusal (a paragraph of advice to load unsafely), on one short line."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.? Please use|\n|$)", text)
+    reason = found.group(1).strip() if found else text.splitlines()[0] if text else type(exc).__name__
+    return reason[:160]
+
+
 def load_foreign(path: Path) -> StyleModel:
     """Load a pytorch/examples fast_neural_style checkpoint without unpickling any object."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it was not written with; the file loads or is refused either way
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise StylizeError(
-            f"refusing to load {path.name}: it contains Python objects, not just tensors ({str(exc).splitlines()[0][:120]})",
+            f"refusing to load {path.name}: it contains Python objects, not just tensors ({_unpickler_reason(exc)})",
             "only plain state_dict checkpoints are accepted; never unpickle files from strangers",
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:

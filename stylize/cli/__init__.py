@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         command = exc.ctx.command_path if exc.ctx else "stylize"
         report_error(f"{exc.format_message()} (see '{command} --help')")
         sys.exit(EXIT_BAD_INPUT)
-    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):  # typer.Abort is click's Abort; the vendored click has no other
         report_error("interrupted")
         sys.exit(130)
     except click_exceptions.ClickException as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -35,8 +36,9 @@ def apply(
     """Stylize one photo: stylize apply IN OUT."""
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
+    from stylize.imaging import display_path
 
-    if source != STDIO and Path(source).is_dir():
+    if source != STDIO and os.path.isdir(source):
         raise StylizeError(f"{source} is a folder", "folder conversion needs an output folder: stylize apply DIR OUTDIR")
     stylizer = Stylizer.load(model, device=device, precision=precision)
     result = stylizer.apply_file(
@@ -54,6 +56,8 @@ def apply(
     )
     # With OUT on stdout, the report goes to stderr so that it cannot corrupt the image bytes.
     to_stderr = target == STDIO
+    if result.frames > 1:
+        typer.echo(f"note: {display_path(source)} has {result.frames} frames or pages; only the first was stylized", err=True)
     if as_json:
         typer.echo(json.dumps(result.to_dict()), err=to_stderr)
     else:
@@ -72,14 +76,14 @@ def convert(
 ) -> None:
     """Convert a loadable model file to stylize's safetensors format (with provenance)."""
     from stylize.errors import StylizeError
+    from stylize.imaging import check_output, display_path, same_file
     from stylize.modelfile import load_model, save_model
 
     if target.suffix.lower() != ".safetensors":
         raise StylizeError(f"output must end in .safetensors, got {target.name}", "e.g. stylize convert in.pth out.safetensors")
-    if target.exists() and not overwrite:
-        raise StylizeError(f"output {target} already exists", "pass --overwrite to replace it")
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise StylizeError("output is the input file", "choose another output path")
+    if same_file(source, target):
+        raise StylizeError(f"output {display_path(target)} is the input file", "choose another output path; inputs are never overwritten")
+    check_output(target, overwrite=overwrite)
     model = load_model(source)
     model.provenance = {**model.provenance, "converted_from": source.name, "converter": "stylize convert"}
     save_model(model, target)

@@ -1,0 +1,512 @@
+"""The robustness corpus: hostile and broken inputs, each with the outcome the CLI must give.
+
+Every :class:`Case` builds its inputs in an empty work folder, names the ``stylize`` command to run there (paths are
+relative to the folder) and says what must happen: :class:`Fails` (exit code and a fragment of the one-line error) or
+:class:`Succeeds` (the output file and a property it must have). ``tests/test_robustness.py`` runs every case and also
+checks what holds for all of them: no traceback, inputs unchanged, no partial output, no ``*.stylize-tmp`` left behind.
+``scripts/robustness_table.py`` prints the table in ``docs/robustness.md`` from this list, so the two cannot drift.
+
+To add the folder (issue 3) and training (issue 4) cases, append rows with ``needs="folder"`` or ``needs="train"``;
+they are skipped while that command is missing (see :data:`PENDING`) and run as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stylize.config import GeneratorConfig
+from stylize.modelfile import StyleModel, save_model
+from stylize.network import Generator
+
+# ------------------------------------------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class Fails:
+    """The command exits with ``exit_code`` and one ``error: ...`` line on stderr that contains ``fragment``."""
+
+    exit_code: int
+    fragment: str
+
+    def describe(self) -> str:
+        return f"exit {self.exit_code}: `{self.fragment}`"
+
+
+@dataclass(frozen=True)
+class Succeeds:
+    """The command exits 0 and ``check(work_folder)`` holds (it raises AssertionError otherwise)."""
+
+    output: str  # the file the command writes, relative to the work folder
+    check: Callable[[Path], None]
+    property: str  # what ``check`` verifies, for the table
+    note: str | None = None  # a fragment that must appear on stderr (a warning the user should see)
+
+    def describe(self) -> str:
+        return f"exit 0: {self.property}" + (f"; says `{self.note}`" if self.note else "")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A case whose command is not merged yet: the intended outcome, in words; the test is skipped until it is written."""
+
+    intended: str
+
+    def describe(self) -> str:
+        return f"pending: {self.intended}"
+
+
+#: How a case is run. "cli": ``stylize.cli.main`` in this process (fast); "subprocess": the real console entry point;
+#: "unprivileged": a subprocess that file permissions apply to (as root: with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+#: dropped, so that root is refused like any user), for permission cases;
+#: "fsize": a subprocess whose file-size limit (RLIMIT_FSIZE) is 1 kB, so that writes fail with EFBIG like a full disk.
+RUNNERS = ("cli", "subprocess", "unprivileged", "fsize")
+
+#: Features some cases need that are not merged yet: the case is skipped with this reason until they exist.
+PENDING = {
+    "folder": "needs folder mode (issue 3: stylize apply DIR OUTDIR)",
+    "train": "needs training (issue 4: stylize train)",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # the test id
+    input: str  # what the input is, for the table
+    build: Callable[[Path], None]  # writes the inputs into the (empty) work folder
+    args: tuple[str, ...]  # the stylize command line, paths relative to the work folder
+    expect: Fails | Succeeds | Pending
+    runner: str = "cli"
+    needs: str | None = None  # a key of PENDING
+    never: tuple[str, ...] = field(default=())  # files that must not exist afterwards (e.g. a marker a payload would create)
+
+    def __post_init__(self) -> None:
+        assert self.runner in RUNNERS, self.runner
+        assert self.needs is None or self.needs in PENDING, self.needs
+
+
+# ------------------------------------------------------------------------------------------------------------- builders
+
+TINY = "tiny.safetensors"  # a small generator, so that successful cases stay fast
+TINY_CONFIG = GeneratorConfig(encoder_channels=(4, 4, 4), num_residual_blocks=1, decoder_channels=(4, 4), num_styles=2)
+MARKER = "PWNED"  # what the malicious pickles try to create
+
+
+def picture(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """A smooth, deterministic picture with some noise, in any Pillow mode."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), np.full_like(x, 0.5)], axis=-1)
+    rgb = (rgb * 200 + rng.integers(0, 55, rgb.shape)).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(rgb, "RGB")
+    return image if mode == "RGB" else image.convert(mode)
+
+
+def tiny_model(folder: Path, name: str = TINY, edit: Callable[[dict, dict], None] | None = None) -> Path:
+    """Save the tiny model; ``edit(tensors, meta)`` may change its tensors and metadata before they are written."""
+    generator = Generator(TINY_CONFIG)
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            parameter.copy_(torch.linspace(-0.3, 0.3, parameter.numel()).reshape(parameter.shape))
+    path = save_model(StyleModel(generator, ["a", "b"], provenance={"source": "robustness corpus"}), folder / name)
+    if edit is not None:
+        import json
+
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        with safe_open(path, "pt") as handle:
+            metadata = handle.metadata()
+        tensors = load_file(path)
+        meta = json.loads(metadata["stylize"])
+        edit(tensors, meta)
+        save_file(tensors, path, metadata={**metadata, "stylize": json.dumps(meta)})
+    return path
+
+
+def with_tiny(build: Callable[[Path], None]) -> Callable[[Path], None]:
+    def both(folder: Path) -> None:
+        tiny_model(folder)
+        build(folder)
+
+    return both
+
+
+def saved(name: str, image: Image.Image | Callable[[], Image.Image], **options) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        (image() if callable(image) else image).save(folder / name, **options)
+
+    return build
+
+
+def raw(name: str, data: bytes | Callable[[], bytes]) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        (folder / name).write_bytes(data() if callable(data) else data)
+
+    return build
+
+
+def steps(*builders: Callable[[Path], None]) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        for builder in builders:
+            builder(folder)
+
+    return build
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 100-byte PNG whose header claims ``width`` x ``height``: a decompression bomb's header, written by hand."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+
+
+def bad_crc_png() -> bytes:
+    data = bytearray(encoded(picture(32, 24), "PNG"))
+    start = data.index(b"IDAT")
+    (length,) = struct.unpack(">I", data[start - 4 : start])
+    data[start + 4 + length] ^= 0xFF  # the IDAT chunk's CRC: Pillow alone would decode the damaged data silently
+    return bytes(data)
+
+
+def frames_gif() -> bytes:
+    frames = [picture(32, 24, seed=i).convert("P") for i in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def pages_tiff() -> bytes:
+    pages = [picture(32, 24, seed=0), picture(20, 16, seed=1)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:])
+    return buffer.getvalue()
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    return encoded(picture(40, 24), "JPEG", exif=exif.tobytes())
+
+
+def palette_with_transparency() -> Image.Image:
+    image = picture(32, 24).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    image.info["transparency"] = 0
+    return image
+
+
+def sixteen_bit_png() -> Image.Image:
+    values = np.linspace(0, 65535, 32 * 24).reshape(24, 32).astype(np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16", image.mode
+    return image
+
+
+def rgba_image() -> Image.Image:
+    return Image.merge("RGBA", (*picture(32, 24).split(), picture(32, 24, "L").point(lambda v: v // 2)))
+
+
+def cmyk_jpeg() -> bytes:
+    return encoded(picture(32, 24).convert("CMYK"), "JPEG")
+
+
+class _RunsCode:
+    """Unpickling this calls ``pathlib.Path.touch(MARKER)``: the payload the loader must never run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def evil_pickle(name: str, zipped: bool) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        payload = {"conv1.conv2d.weight": _RunsCode((folder / MARKER).resolve())}
+        if zipped:  # the torch.save zip container
+            torch.save(payload, folder / name)
+        else:  # a bare pickle stream, as very old checkpoints are
+            (folder / name).write_bytes(pickle.dumps(payload))
+
+    return build
+
+
+def pytorch_examples_pth(folder: Path) -> None:
+    from tests.pytorch_examples_net import random_checkpoint
+
+    torch.save(random_checkpoint(), folder / "candy.pth")
+
+
+def truncated_model(folder: Path) -> None:
+    path = tiny_model(folder, "cut.safetensors")
+    path.write_bytes(path.read_bytes()[:-64])
+
+
+def huge_header(folder: Path) -> None:
+    (folder / "huge.safetensors").write_bytes((10**12).to_bytes(8, "little") + b'{"__metadata__":{}}')
+
+
+def plain_safetensors(folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, folder / "plain.safetensors")
+
+
+def set_tensor(key: str, value: torch.Tensor) -> Callable[[dict, dict], None]:
+    def edit(tensors: dict, meta: dict) -> None:
+        tensors[key] = value
+
+    return edit
+
+
+def set_meta(path: tuple[str, ...], value: object) -> Callable[[dict, dict], None]:
+    def edit(tensors: dict, meta: dict) -> None:
+        target = meta
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return edit
+
+
+def edited_model(name: str, edit: Callable[[dict, dict], None]) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        tiny_model(folder, name, edit)
+
+    return build
+
+
+def symlink(name: str, target: str) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        (folder / name).symlink_to(target)
+
+    return build
+
+
+def mkdir(name: str, mode: int = 0o755) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        (folder / name).mkdir()
+        (folder / name).chmod(mode)
+
+    return build
+
+
+def chmod(name: str, mode: int) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        (folder / name).chmod(mode)
+
+    return build
+
+
+# --------------------------------------------------------------------------------------------------------------- checks
+
+
+def image_of(size: tuple[int, int], mode: str | None = None, fmt: str | None = None, output: str = "out.png"):
+    def check(folder: Path) -> None:
+        with Image.open(folder / output) as image:
+            assert image.size == size, f"{output} is {image.size}, expected {size}"
+            if mode is not None:
+                assert image.mode == mode, f"{output} has mode {image.mode}, expected {mode}"
+            if fmt is not None:
+                assert image.format == fmt, f"{output} is {image.format}, expected {fmt}"
+            image.load()
+
+    return check
+
+
+def alpha_kept(folder: Path) -> None:
+    with Image.open(folder / "out.png") as image:
+        assert image.mode == "RGBA", image.mode
+        alpha = np.asarray(image.getchannel("A"))
+        assert alpha.min() < 255, "the transparent pixels lost their transparency"
+
+
+def replaced_link_not_target(folder: Path) -> None:
+    out = folder / "out.png"
+    assert not out.is_symlink(), "the link should have been replaced by the new file"
+    assert (folder / "elsewhere" / "keep.png").read_bytes() == KEEP, "the link's target was written"
+    image_of((32, 24))(folder)
+
+
+def loads_as_model(folder: Path) -> None:
+    from stylize.modelfile import load_model
+
+    model = load_model(folder / "out.safetensors")
+    assert model.styles == ["candy"] and model.provenance["converted_from"] == "candy.pth"
+
+
+KEEP = b"not yours to overwrite"
+NON_UTF8 = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes that are not valid UTF-8
+LONG = "n" * 240 + ".png"  # 244 bytes: within the usual 255-byte limit, too long for a naive temporary name
+TOO_LONG = "n" * 300 + ".png"  # over the limit of every common file system
+
+PHOTO = saved("photo.png", lambda: picture(32, 24))
+APPLY = ("apply", "photo.png", "out.png", "--model", TINY)
+
+
+def apply_to(source: str, target: str = "out.png", *extra: str) -> tuple[str, ...]:
+    return ("apply", source, target, "--model", TINY, *extra)
+
+
+# ---------------------------------------------------------------------------------------------------------------- cases
+
+CASES: list[Case] = [
+    # -- images that are not images
+    Case("zero-byte", "empty file named `.jpg`", with_tiny(raw("empty.jpg", b"")), apply_to("empty.jpg"), Fails(2, "is empty (0 bytes)")),
+    Case("text-as-jpg", "a text file named `.jpg`", with_tiny(raw("notes.jpg", b"shopping list: eggs, milk\n")), apply_to("notes.jpg"),
+         Fails(2, "is not an image")),
+    Case("truncated-jpeg", "JPEG cut at half its length", with_tiny(raw("cut.jpg", lambda: encoded(picture(64, 48), "JPEG")[:400])),
+         apply_to("cut.jpg"), Fails(2, "is truncated: the JPEG data ends early")),
+    Case("truncated-png", "PNG cut at half its length", with_tiny(raw("cut.png", lambda: (d := encoded(picture(64, 48), "PNG"))[: len(d) // 2])),
+         apply_to("cut.png"), Fails(2, "is truncated: the PNG data ends early")),
+    Case("png-bad-crc", "PNG whose IDAT CRC is wrong", with_tiny(raw("bad.png", bad_crc_png)), apply_to("bad.png"),
+         Fails(2, "'IDAT' chunk fails its CRC check")),
+    Case("directory-named-jpg", "a folder named `x.jpg`", with_tiny(mkdir("x.jpg")), apply_to("x.jpg"), Fails(2, "x.jpg is a folder")),
+    Case("missing-input", "a path that does not exist", with_tiny(lambda folder: None), apply_to("nope.jpg"), Fails(2, "no such file")),
+    Case("symlink-loop", "a symlink pointing at itself", with_tiny(symlink("loop.jpg", "loop.jpg")), apply_to("loop.jpg"),
+         Fails(2, "could not open loop.jpg")),
+    Case("unreadable", "a photo with mode 000, run as an ordinary user", with_tiny(steps(PHOTO, chmod("photo.png", 0))), APPLY,
+         Fails(2, "permission denied"), runner="unprivileged"),
+    # -- sizes
+    Case("1x1", "1x1 PNG", with_tiny(saved("dot.png", lambda: picture(1, 1))), apply_to("dot.png"), Fails(2, "at least 8 pixels on each side")),
+    Case("1xN", "1x64 PNG", with_tiny(saved("thin.png", lambda: picture(1, 64))), apply_to("thin.png"), Fails(2, "at least 8 pixels on each side")),
+    Case("Nx1", "64x1 PNG", with_tiny(saved("flat.png", lambda: picture(64, 1))), apply_to("flat.png"), Fails(2, "at least 8 pixels on each side")),
+    Case("8x8", "8x8 PNG, the smallest accepted", with_tiny(saved("small.png", lambda: picture(8, 8))), apply_to("small.png"),
+         Succeeds("out.png", image_of((8, 8)), "8x8 output")),
+    Case("bomb-header", "100-byte PNG whose header claims 50000x50000", with_tiny(raw("bomb.png", lambda: png_claiming(50_000, 50_000))),
+         apply_to("bomb.png"), Fails(2, "raise the limit with --max-pixels")),
+    Case("over-max-pixels", "32x24 photo with `--max-pixels 500`", with_tiny(PHOTO), (*APPLY, "--max-pixels", "500"),
+         Fails(2, "is 32x24 (0.0 megapixels), more pixels than the limit")),
+    # -- colour modes, frames, orientation
+    Case("cmyk-jpeg", "CMYK JPEG", with_tiny(raw("cmyk.jpg", cmyk_jpeg)), apply_to("cmyk.jpg", "out.jpg"),
+         Succeeds("out.jpg", image_of((32, 24), "RGB", "JPEG", "out.jpg"), "RGB JPEG, same size")),
+    Case("16-bit-png", "16-bit greyscale PNG", with_tiny(saved("deep.png", sixteen_bit_png)), apply_to("deep.png"),
+         Succeeds("out.png", image_of((32, 24), "RGB"), "8-bit RGB PNG, same size")),
+    Case("greyscale", "8-bit greyscale PNG", with_tiny(saved("grey.png", lambda: picture(32, 24, "L"))), apply_to("grey.png"),
+         Succeeds("out.png", image_of((32, 24), "RGB"), "RGB output (stays grey only with --preserve-color)")),
+    Case("palette-transparency", "palette PNG with a transparent index", with_tiny(saved("pal.png", palette_with_transparency)), apply_to("pal.png"),
+         Succeeds("out.png", alpha_kept, "RGBA PNG, transparency kept")),
+    Case("rgba", "RGBA PNG", with_tiny(saved("rgba.png", rgba_image)),
+         apply_to("rgba.png"), Succeeds("out.png", alpha_kept, "RGBA PNG, alpha kept")),
+    Case("animated-gif", "3-frame animated GIF", with_tiny(raw("anim.gif", frames_gif)), apply_to("anim.gif"),
+         Succeeds("out.png", image_of((32, 24)), "first frame stylized", note="only the first was stylized")),
+    Case("multipage-tiff", "2-page TIFF (32x24, then 20x16)", with_tiny(raw("pages.tif", pages_tiff)), apply_to("pages.tif"),
+         Succeeds("out.png", image_of((32, 24)), "first page stylized", note="only the first was stylized")),
+    Case("exif-rotated", "40x24 JPEG with EXIF orientation 6", with_tiny(raw("rot.jpg", rotated_jpeg)), apply_to("rot.jpg"),
+         Succeeds("out.png", image_of((24, 40)), "24x40 output (upright)")),
+    Case("exif-rotated-subprocess", "the same, real console script", with_tiny(raw("rot.jpg", rotated_jpeg)), apply_to("rot.jpg", "out.jpg"),
+         Succeeds("out.jpg", image_of((24, 40), fmt="JPEG", output="out.jpg"), "24x40 JPEG"), runner="subprocess"),
+    # -- names
+    Case("non-utf8-names", "input and output names with bytes that are not UTF-8", with_tiny(saved(NON_UTF8, lambda: picture(32, 24))),
+         apply_to(NON_UTF8, "out-" + NON_UTF8), Succeeds("out-" + NON_UTF8, image_of((32, 24), output="out-" + NON_UTF8), "written under that name")),
+    Case("long-names", "244-byte input and output names", with_tiny(saved(LONG, lambda: picture(32, 24))), apply_to(LONG, "o" + LONG[1:]),
+         Succeeds("o" + LONG[1:], image_of((32, 24), output="o" + LONG[1:]), "written under that name")),
+    Case("name-too-long", "a 304-byte output name", with_tiny(PHOTO), apply_to("photo.png", TOO_LONG), Fails(2, "the file name is too long")),
+    Case("input-name-too-long", "a 304-byte input name", with_tiny(lambda folder: None), apply_to(TOO_LONG), Fails(2, "File name too long")),
+    # -- where the output goes
+    Case("output-is-input", "OUT is IN", with_tiny(PHOTO), apply_to("photo.png", "photo.png", "--overwrite"), Fails(2, "is the input file")),
+    Case("output-is-input-via-link", "OUT is a symlink to IN", with_tiny(steps(PHOTO, symlink("out.png", "photo.png"))), (*APPLY, "--overwrite"),
+         Fails(2, "is the input file")),
+    Case("output-exists", "OUT exists, no `--overwrite`", with_tiny(steps(PHOTO, raw("out.png", KEEP))), APPLY, Fails(2, "pass --overwrite")),
+    Case("output-symlink", "OUT is a symlink to a file elsewhere", with_tiny(steps(PHOTO, mkdir("elsewhere"), raw("elsewhere/keep.png", KEEP),
+         symlink("out.png", "elsewhere/keep.png"))), APPLY, Fails(2, "out.png is a symbolic link")),
+    Case("output-symlink-overwrite", "the same with `--overwrite`", with_tiny(steps(PHOTO, mkdir("elsewhere"), raw("elsewhere/keep.png", KEEP),
+         symlink("out.png", "elsewhere/keep.png"))), (*APPLY, "--overwrite"),
+         Succeeds("out.png", replaced_link_not_target, "the link is replaced by the image; its target is untouched")),
+    Case("output-dangling-symlink", "OUT is a symlink to a missing file elsewhere", with_tiny(steps(PHOTO, mkdir("elsewhere"),
+         symlink("out.png", "elsewhere/new.png"))), APPLY, Fails(2, "out.png is a symbolic link"), never=("elsewhere/new.png",)),
+    Case("output-parent-is-file", "OUT's folder is a file", with_tiny(steps(PHOTO, raw("file", b"x"))), apply_to("photo.png", "file/out.png"),
+         Fails(2, "is not a folder")),
+    Case("output-folder-read-only", "OUT in a folder with mode 555, run as an ordinary user", with_tiny(steps(PHOTO, mkdir("ro", 0o555))),
+         apply_to("photo.png", "ro/out.png"), Fails(2, "is read-only or not yours"), runner="unprivileged"),
+    Case("disk-full", "writing a 2 kB BMP fails with EFBIG (file-size limit 1 kB)", with_tiny(PHOTO), apply_to("photo.png", "out.bmp"),
+         Fails(1, "disk full while writing out.bmp (nothing was written)"),
+         runner="fsize"),
+    Case("unknown-extension", "OUT ends in `.xyz`", with_tiny(PHOTO), apply_to("photo.png", "out.xyz"), Fails(2, "cannot tell the output format")),
+    # -- model files
+    Case("model-truncated", "safetensors model missing its last 64 bytes", steps(PHOTO, truncated_model),
+         ("apply", "photo.png", "out.png", "--model", "cut.safetensors"), Fails(2, "is truncated or damaged")),
+    Case("model-zero-byte", "empty `.safetensors`", steps(PHOTO, raw("empty.safetensors", b"")),
+         ("apply", "photo.png", "out.png", "--model", "empty.safetensors"), Fails(2, "too short to be safetensors")),
+    Case("model-huge-header", "header length field says 1 TB", steps(PHOTO, huge_header),
+         ("apply", "photo.png", "out.png", "--model", "huge.safetensors"), Fails(2, "header claims 1000000000000 bytes")),
+    Case("model-tensors-vs-metadata", "metadata says 3 residual blocks, tensors hold 1",
+         steps(PHOTO, edited_model("m.safetensors", set_meta(("generator", "num_residual_blocks"), 3))),
+         ("apply", "photo.png", "out.png", "--model", "m.safetensors"), Fails(2, "tensors do not match its generator config")),
+    Case("model-wrong-shape", "a tensor whose shape differs from the config's",
+         steps(PHOTO, edited_model("m.safetensors", set_tensor("head.conv.weight", torch.zeros(4, 3, 3, 3)))),
+         ("apply", "photo.png", "out.png", "--model", "m.safetensors"), Fails(2, "its config expects")),
+    Case("model-huge-config", "metadata claims 1,000,000-channel layers (a memory bomb)",
+         steps(PHOTO, edited_model("m.safetensors", set_meta(("generator", "encoder_channels"), [4, 4, 1_000_000]))),
+         ("apply", "photo.png", "out.png", "--model", "m.safetensors"), Fails(2, "has an implausible generator config (a width of 1000000)")),
+    Case("model-nan", "NaN in a weight", steps(PHOTO, edited_model("m.safetensors", set_tensor("tail.conv.bias", torch.full((3,), float("nan"))))),
+         ("apply", "photo.png", "out.png", "--model", "m.safetensors"), Fails(2, "contains NaN or infinite values")),
+    Case("model-future-version", "`format_version` 99", steps(PHOTO, edited_model("m.safetensors", set_meta(("format_version",), 99))),
+         ("apply", "photo.png", "out.png", "--model", "m.safetensors"), Fails(2, "uses model format version 99")),
+    Case("model-not-stylize", "a safetensors file without stylize metadata",
+         steps(PHOTO, plain_safetensors),
+         ("apply", "photo.png", "out.png", "--model", "plain.safetensors"), Fails(2, "not a stylize model")),
+    Case("pickle-runs-code", "`.pth` whose unpickling would create a file", steps(PHOTO, evil_pickle("evil.pth", zipped=True)),
+         ("apply", "photo.png", "out.png", "--model", "evil.pth"), Fails(2, "refusing to load evil.pth"), never=(MARKER,)),
+    Case("pickle-runs-code-convert", "bare pickle stream, converted, real console script", evil_pickle("evil.model", zipped=False),
+         ("convert", "evil.model", "out.safetensors"), Fails(2, "evil.model"), runner="subprocess", never=(MARKER,)),
+    Case("convert-pth", "a pytorch/examples `.pth` (the happy path)", pytorch_examples_pth, ("convert", "candy.pth", "out.safetensors"),
+         Succeeds("out.safetensors", loads_as_model, "a loadable model with provenance")),
+    Case("convert-disk-full", "converting while writes fail with EFBIG", pytorch_examples_pth, ("convert", "candy.pth", "out.safetensors"),
+         Fails(1, "disk full while writing"), runner="fsize"),
+    Case("convert-output-is-input", "OUT is IN", lambda folder: tiny_model(folder), ("convert", TINY, TINY, "--overwrite"),
+         Fails(2, "is the input file")),
+]
+
+
+def by_name() -> dict[str, Case]:
+    names = [case.name for case in CASES]
+    assert len(names) == len(set(names)), "case names must be unique"
+    return {case.name: case for case in CASES}
+
+
+def _nothing(folder: Path) -> None:
+    pass
+
+
+# Cases for commands that are being built elsewhere. When one lands, give the row a real builder and a Fails/Succeeds
+# outcome, and delete its key from PENDING once every row that needs it is written.
+CASES += [
+    Case("folder-symlink-loop", "DIR holds a symlink loop and a good photo", _nothing, ("apply", "in", "out"),
+         Pending("the loop is reported as one failed file, the photo is written, exit 1"), needs="folder"),
+    Case("folder-outdir-inside-dir", "OUTDIR is DIR/styled", _nothing, ("apply", "in", "in/styled"),
+         Pending("OUTDIR is skipped when walking DIR: its outputs are never re-stylized"), needs="folder"),
+    Case("folder-escape-dotdot", "a file name or symlink inside DIR that resolves outside OUTDIR", _nothing, ("apply", "in", "out"),
+         Pending("every output path stays under OUTDIR; nothing is written through a symlink"), needs="folder"),
+    Case("folder-disk-full", "writes fail with EFBIG mid-batch", _nothing, ("apply", "in", "out"),
+         Pending("one-line disk-full error, exit 1; finished files complete, no partial file, no *.stylize-tmp"), needs="folder"),
+    Case("folder-read-only-outdir", "OUTDIR is read-only", _nothing, ("apply", "in", "out"),
+         Pending("one-line error before any work, exit 2"), needs="folder"),
+    Case("folder-kill-9", "`kill -9` during `apply DIR OUTDIR`, then the same command again", _nothing, ("apply", "in", "out"),
+         Pending("the rerun completes the job; no partial file under a final name"), needs="folder"),
+    Case("train-kill-9", "`kill -9` during `train`, then the same command again", _nothing, ("train",),
+         Pending("the rerun resumes from the last checkpoint; no partial checkpoint under a final name"), needs="train"),
+    Case("train-broken-style-image", "the style image is a truncated JPEG", _nothing, ("train",),
+         Pending("one-line error before training starts, exit 2"), needs="train"),
+]

@@ -1,0 +1,222 @@
+"""Runs the robustness corpus (tests/robustness_corpus.py) through the CLI and checks what must hold for every case.
+
+For every case: the exit code is the expected one; stderr holds no traceback, and a failure is exactly one ``error: ...``
+line with the expected fragment; every file that existed before is unchanged (by SHA-256, symlinks by target); a
+failure creates no file at all (so nothing partial under the final name); no ``*.stylize-tmp`` or other temporary
+is left behind; files a payload would create never appear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import resource
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stylize import cli
+from tests.robustness_corpus import CASES, PENDING, Case, Fails, Pending, Succeeds, picture
+
+REPO = Path(__file__).resolve().parent.parent
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+FSIZE_LIMIT = 1024  # bytes: the "fsize" runner's file-size limit, under any output of the cases that use it
+PR_CAPBSET_DROP = 24  # prctl option (linux/prctl.h)
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2  # linux/capability.h: what lets root ignore file permissions
+
+
+# ------------------------------------------------------------------------------------------------------------- running
+
+
+def run_in_process(args: tuple[str, ...], folder: Path) -> tuple[int, str, str]:
+    """``stylize ARGS`` through :func:`stylize.cli.main` in this process, in ``folder``: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(cwd)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _without_permission_override() -> None:
+    """In the child between fork and exec: drop root's power to ignore file permissions from the bounding set.
+
+    The exec'd program then lacks CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so mode 000 files and mode 555 folders
+    refuse it as they refuse any user (switching to uid 65534 instead would lock it out of the root-owned Python).
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+@functools.lru_cache(maxsize=1)
+def can_drop_permission_override() -> bool:
+    if not IS_ROOT:
+        return True  # permissions already apply
+    probe = subprocess.run(["true"], preexec_fn=_without_permission_override, capture_output=True)
+    return probe.returncode == 0
+
+
+def _small_files() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
+
+
+def run_subprocess(args: tuple[str, ...], folder: Path, runner: str) -> tuple[int, str, str]:
+    """``python -m stylize ARGS`` in ``folder``, unprivileged or with a file-size limit when the runner says so."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(folder), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("STYLIZE_DEBUG", None)
+    preexec = {"unprivileged": _without_permission_override if IS_ROOT else None, "fsize": _small_files}.get(runner)
+    result = subprocess.run(
+        [sys.executable, "-m", "stylize", *args], cwd=folder, capture_output=True, env=env, timeout=180, preexec_fn=preexec
+    )
+    decode = lambda data: data.decode("utf-8", "backslashreplace")  # noqa: E731
+    return result.returncode, decode(result.stdout), decode(result.stderr)
+
+
+# ------------------------------------------------------------------------------------------------------------ snapshots
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Every entry under ``folder`` (symlinks not followed): files by SHA-256, links by target, folders by mode."""
+    entries: dict[str, tuple] = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root, name)
+            relative = os.fsdecode(path.relative_to(folder))
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                entries[relative] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                entries[relative] = ("dir", stat.S_IMODE(info.st_mode))
+            else:
+                try:
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                except PermissionError:  # an unreadable input when the tests run unprivileged
+                    digest = f"unreadable, {info.st_size} bytes, mtime {info.st_mtime_ns}"
+                entries[relative] = ("file", digest, stat.S_IMODE(info.st_mode))
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------------------------- tests
+
+
+def _param(case: Case):
+    marks = [pytest.mark.skip(reason=PENDING[case.needs])] if case.needs in PENDING else []
+    if isinstance(case.expect, Pending):
+        marks = marks or [pytest.mark.skip(reason="pending: " + case.expect.intended)]
+    return pytest.param(case, id=case.name, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(case) for case in CASES])
+def test_case(case: Case, tmp_path: Path) -> None:
+    if case.runner == "unprivileged" and not can_drop_permission_override():
+        pytest.skip("running as root without CAP_SETPCAP: cannot make file permissions apply to the child")
+    folder = tmp_path / "work"
+    folder.mkdir()
+    try:
+        case.build(folder)
+        before = snapshot(folder)
+        if case.runner == "cli":
+            code, stdout, stderr = run_in_process(case.args, folder)
+        else:
+            code, stdout, stderr = run_subprocess(case.args, folder, case.runner)
+        after = snapshot(folder)
+        report = f"exit {code}\nstdout: {stdout}\nstderr: {stderr}"
+
+        assert "Traceback" not in stderr, report
+        expect = case.expect
+        if isinstance(expect, Fails):
+            assert code == expect.exit_code, report
+            lines = stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), report
+            assert expect.fragment in lines[0], report
+            assert after == before, f"a failed run changed the folder: {sorted(set(after.items()) ^ set(before.items()))}"
+        else:
+            assert isinstance(expect, Succeeds)
+            assert code == 0, report
+            assert "error:" not in stderr, report
+            if expect.note:
+                assert expect.note in stderr, report
+            assert after.get(expect.output, ("missing",))[0] == "file", f"{expect.output} is not a file: {after.get(expect.output)}"
+            unchanged = {k: v for k, v in before.items() if k != expect.output}
+            assert {k: v for k, v in after.items() if k != expect.output} == unchanged, "an input changed"
+            expect.check(folder)
+        leftovers = [name for name in after if name.endswith((".stylize-tmp", ".tmp"))]
+        assert not leftovers, f"temporary files left behind: {leftovers}"
+        for name in case.never:
+            assert not os.path.lexists(folder / name), f"{name} exists: code from an input ran, or a link was followed"
+    finally:
+        for root, dirs, _ in os.walk(folder):  # let pytest clean up folders the case made read-only
+            for name in dirs:
+                Path(root, name).chmod(0o755)
+
+
+def test_corpus_is_large_enough() -> None:
+    runnable = [case for case in CASES if not isinstance(case.expect, Pending)]
+    assert len(runnable) >= 30
+    assert len({case.name for case in CASES}) == len(CASES), "case names must be unique"
+
+
+def test_docs_table_is_current() -> None:
+    """docs/robustness.md holds the table that scripts/robustness_table.py prints from the corpus."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import robustness_table
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    docs = (REPO / "docs" / "robustness.md").read_text(encoding="utf-8")
+    assert robustness_table.replace_table(docs) == docs, "docs/robustness.md is stale: run python scripts/robustness_table.py --write"
+
+
+# --------------------------------------------------------------------------------------------------- bundled files
+
+
+def test_tampered_bundled_model_is_refused_by_the_cli(tmp_path, monkeypatch) -> None:
+    """A bundled model whose bytes differ from the SHA-256 recorded in the package is refused before use, exit 1."""
+    from stylize import catalog, resources
+
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    original = resources.bundle_root() / "models" / "multistyle26.safetensors"
+    data = bytearray(original.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit in the tensor data: still a valid file, just not ours
+    (bundle / "models" / "multistyle26.safetensors").write_bytes(bytes(data))
+    monkeypatch.setattr(resources, "bundle_root", lambda: bundle)
+    monkeypatch.setattr(catalog, "bundle_root", lambda: bundle)
+    work = tmp_path / "work"
+    work.mkdir()
+    picture(32, 24).save(work / "photo.png")
+    for args in (("apply", "photo.png", "out.png"), ("apply", "photo.png", "out.png", "--model", "multistyle26")):
+        code, _, stderr = run_in_process(args, work)
+        assert code == 1 and stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+        assert "does not match its recorded SHA-256" in stderr
+    assert not (work / "out.png").exists()
+
+
+def test_unexpected_exception_is_one_line_exit_1(tmp_path, monkeypatch) -> None:
+    """The last line of defence in stylize.cli.main: a bug becomes one line and exit 1, not a traceback."""
+    from stylize.api import Stylizer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Stylizer, "load", broken)
+    picture(32, 24).save(tmp_path / "photo.png")
+    code, _, stderr = run_in_process(("apply", "photo.png", "out.png"), tmp_path)
+    assert code == 1 and stderr == "error: unexpected RuntimeError: simulated bug (run again with --debug for the traceback and report it)\n"
