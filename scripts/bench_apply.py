@@ -177,14 +177,18 @@ def end_to_end(photo: Path, tree: Path, repeats: int) -> dict[str, float]:
     for i in range(repeats):
         target = work / f"out{i}.jpg"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "stylize", "apply", str(source), str(target)], check=True, env=env, capture_output=True)
+        # cwd is the scratch folder: `python -m` puts the cwd first on sys.path, ahead of PYTHONPATH.
+        done = subprocess.run([sys.executable, "-m", "stylize", "apply", str(source), str(target)], env=env, cwd=work, capture_output=True)
         e2e.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"stylize apply failed in {tree}: {done.stderr.decode()[-2000:]}")
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env)
+        subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env, cwd=work)
         imports.append(time.perf_counter() - started)
     trace = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "stylize", "apply", str(source), str(work / "trace.jpg")],
         env=env,
+        cwd=work,
         capture_output=True,
         text=True,
     )

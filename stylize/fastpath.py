@@ -157,6 +157,8 @@ class PreparedGenerator:
 
     @staticmethod
     def _run(layer: PreparedLayer, affine: tuple[torch.Tensor, torch.Tensor] | None, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != layer.weight.dtype:  # mixed precision: layers may differ in dtype
+            x = x.to(layer.weight.dtype)
         if layer.transposed:
             x = F.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=1, output_padding=1)
         else:
