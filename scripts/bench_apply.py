@@ -86,16 +86,24 @@ def matrix_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float
 
 
 def timed_round_robin(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each variant, calls interleaved; every variant runs once untimed first."""
+    """Median wall seconds per call of each variant (and, as ``cpu_NAME``, median process CPU seconds), interleaved.
+
+    Every variant runs once untimed first. CPU seconds (all threads) are reported beside wall time because the
+    machine is shared: under contention wall time measures the neighbours as much as the code.
+    """
     for run in variants.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, run in variants.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             run()
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+            cpu[name].append(time.process_time() - cpu_started)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians.update({f"cpu_{name}": statistics.median(values) for name, values in cpu.items()})
+    return medians
 
 
 def load_photo(path: Path, size: tuple[int, int]) -> torch.Tensor:
@@ -156,7 +164,8 @@ def bench_network(
         rows.append({"network": name, "size": label, "flops": flops, "precision": precision, "compile_s": compile_s, **seconds})
         print(
             f"  {name} {label}: "
-            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
+            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items() if not k.startswith("cpu_"))
+            + "; CPU " + ", ".join(f"{k[4:]} {v * 1000:.0f} ms" for k, v in seconds.items() if k.startswith("cpu_"))
             + f" (first compiled call {compile_s:.1f} s)",
             flush=True,
         )
@@ -260,6 +269,13 @@ def main() -> int:
             cells.append(f"{row[key] * 1000:{width}.0f} {flops / row[key] / 1e9:7.0f} |")
         cells.append(f"{row['c'] / row['a']:5.2f} {row['b'] / row['a']:5.2f}")
         print(" ".join(cells))
+    print("\nCPU seconds per image (all threads; medians), for comparison under a shared machine's load:")
+    for row in rows:
+        print(
+            f"{row['network']:9s} {row['size']:15s} (a) {row['cpu_a'] * 1000:7.0f} ms  (a eager) {row['cpu_a_eager'] * 1000:7.0f} ms  "
+            f"(b) {row['cpu_b'] * 1000:7.0f} ms  (c) {row['cpu_c'] * 1000:7.0f} ms  "
+            f"c/a {row['cpu_c'] / row['cpu_a']:5.2f}  b/a {row['cpu_b'] / row['cpu_a']:5.2f}"
+        )
 
     e2e = end_to_end(args.photo, args.tree, 3)
     print()
