@@ -7,6 +7,7 @@ the business of :mod:`stylize.imaging` and :mod:`stylize.api`.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,10 +90,11 @@ def resolve_precision(name: str, device: torch.device, model_precision: dict[str
 
 
 COMPILE_MODES = ("auto", "always", "never")
-#: With ``compile="auto"``, a shape is compiled once it has been run this many times in the process: a cold
-#: compile costs 10-30 s on a 2-core CPU (a warm on-disk cache 1-3 s), so one photo runs eagerly and a folder of
-#: same-sized photos, or a benchmark, gets the compiled graph from its second image on.
-AUTO_COMPILE_AFTER = 2
+#: With ``compile="auto"``, a shape is compiled once this many seconds have been spent running it eagerly in the
+#: process (the ski-rental rule: pay for the purchase once the rent has reached its price, which bounds the cost
+#: at twice the best choice in hindsight). A cold compile costs 10-30 s on a 2-core CPU, 1-3 s from torch's
+#: on-disk cache. So one photo, or a few tiles, run eagerly; a folder of same-sized photos gets compiled.
+AUTO_COMPILE_AFTER_SECONDS = 15.0
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Engine:
 
     ``optimize`` runs the inference-prepared copy of the network (:mod:`stylize.fastpath`); ``False`` runs the
     plain :class:`Generator` (with autocast for bf16/fp16), the reference the fast path is tested against.
-    ``compile`` is ``auto`` (compile a shape when it repeats, see :data:`AUTO_COMPILE_AFTER`), ``always`` or
+    ``compile`` is ``auto`` (compile a shape once it has cost :data:`AUTO_COMPILE_AFTER_SECONDS` eagerly), ``always`` or
     ``never``; compiled graphs are kept per input shape, and torch's on-disk inductor cache keeps them between runs.
     """
 
@@ -118,7 +120,7 @@ class Engine:
         self._prepared: PreparedGenerator | None = None
         self._compiled: Callable[..., torch.Tensor] | None = None
         self._compile_failed = False
-        self._shape_counts: dict[tuple[int, ...], int] = {}
+        self._eager_seconds: dict[tuple[int, ...], float] = {}
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -160,16 +162,23 @@ class Engine:
         if min(height, width) < MIN_SIDE:
             raise ValueError(f"images need at least {MIN_SIDE} pixels on each side, got {height}x{width}")
         affine = prepared.mixed_affine(prepared.style_weights(style_weights, batch, images.device))
-        core = self._core_for(tuple(images.shape))
-        return core(images, affine, height, width)
+        shape = tuple(images.shape)
+        core = self._core_for(shape)
+        if core is not prepared.core:
+            return core(images, affine, height, width)
+        started = time.perf_counter()
+        out = core(images, affine, height, width)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._eager_seconds[shape] = self._eager_seconds.get(shape, 0.0) + time.perf_counter() - started
+        return out
 
     def _core_for(self, shape: tuple[int, ...]) -> Callable[..., torch.Tensor]:
         """The compiled network for this input shape where compiling repays, else the eager one."""
         prepared = self.prepared
         if self.compile == "never" or self._compile_failed:
             return prepared.core
-        count = self._shape_counts[shape] = self._shape_counts.get(shape, 0) + 1
-        if self.compile == "auto" and count < AUTO_COMPILE_AFTER:
+        if self.compile == "auto" and self._eager_seconds.get(shape, 0.0) < AUTO_COMPILE_AFTER_SECONDS:
             return prepared.core
         if self._compiled is None:
             self._compiled = _compile(prepared.core)

@@ -86,3 +86,31 @@ def test_unknown_compile_mode_is_refused():
 
     with pytest.raises(StylizeError, match="compile"):
         Engine(Generator(SMALL), torch.device("cpu"), compile="sometimes")
+
+
+def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch):
+    import stylize.engine as engine_module
+
+    compiled_calls = []
+
+    def fake_compile(function):
+        def run(*args):
+            compiled_calls.append(args[0].shape)
+            return function(*args)
+
+        return run
+
+    monkeypatch.setattr(engine_module, "_compile", fake_compile)
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e9)
+    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32")
+    images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
+    engine.forward(images, weights)
+    engine.forward(images, weights)
+    assert compiled_calls == []  # one photo, or a few, never pay for a compile
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 0.0)
+    out = engine.forward(images, weights)
+    assert len(compiled_calls) == 1
+    assert (out - engine.generator(images, weights)).abs().max().item() <= 2e-5
+    never = Engine(_randomized(SMALL), torch.device("cpu"), "fp32", compile="never")
+    never.forward(images, weights)
+    assert len(compiled_calls) == 1
