@@ -36,9 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stylize.allocator import keep_freed_memory  # noqa: E402
+from stylize.runtime import prepare_process  # noqa: E402
 
-keep_freed_memory()  # as the CLI does, before torch allocates
+prepare_process()  # as the CLI does, before torch is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
