@@ -179,7 +179,8 @@ def end_to_end(photo: Path, tree: Path, repeats: int) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="bench_apply_"))
     source = work / "photo.jpg"
     image = ImageOps.exif_transpose(Image.open(photo)).convert("RGB")
-    image.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
+    scale = 1024 / max(image.size)  # the long side is 1024 px, up- or downscaled
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
     image.save(source, quality=95)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     e2e, imports = [], []
