@@ -143,6 +143,29 @@ def write_golden(generator: Generator, onnx_path: Path, out: Path, photo: Path) 
     save_file(tensors, str(out), metadata={"source": f"onnxruntime on {onnx_path.name}; input from {photo.name}"})
 
 
+def decide_precision(generator: Generator, photos: list[Path]) -> dict[str, str]:
+    """``--precision auto`` for this model: the fastest precision within tolerance of fp32 on the photos.
+
+    Measured on this machine's CPU; CUDA stays fp32 unless measured on a GPU (bf16 fails here for the same
+    rounding reasons, see stylize/precision.py). Without photos nothing is measured and fp32 is recorded.
+    """
+    from stylize.precision import choose_precision
+
+    precision = {"cpu": "fp32", "cuda": "fp32"}
+    if not photos:
+        print("no --photos: precision not measured, fp32 recorded")
+        return precision
+    images = [torch.from_numpy(load_photo(p, 512)) for p in photos[:4]]
+    choice = choose_precision(generator, images, device="cpu")
+    print(f"precision on the CPU: {choice.summary()}")
+    precision["cpu"] = choice.precision
+    if torch.cuda.is_available():
+        cuda_choice = choose_precision(generator, images, device="cuda")
+        print(f"precision on CUDA: {cuda_choice.summary()}")
+        precision["cuda"] = cuda_choice.precision
+    return precision
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("onnx", type=Path, help="path of multistyle26.onnx")
@@ -163,7 +186,7 @@ def main() -> int:
         generator=generator,
         styles=[str(i) for i in range(26)],
         provenance={**PROVENANCE, "onnx_sha256": digest},
-        precision={"cpu": "fp32", "cuda": "fp32"},
+        precision=decide_precision(generator, args.photos),
         default_style=DEFAULT_STYLE,
     )
     target = save_model(model, args.out_dir / f"{args.name}.safetensors")

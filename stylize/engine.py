@@ -7,12 +7,15 @@ the business of :mod:`stylize.imaging` and :mod:`stylize.api`.
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from stylize.errors import EXIT_FAILURE, StylizeError
-from stylize.network import Generator
+from stylize.fastpath import PreparedGenerator
+from stylize.network import MIN_SIDE, Generator
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -86,32 +89,58 @@ def resolve_precision(name: str, device: torch.device, model_precision: dict[str
     return name
 
 
+COMPILE_MODES = ("auto", "always", "never")
+#: With ``compile="auto"``, a shape is compiled once this many seconds have been spent running it eagerly in the
+#: process (the ski-rental rule: pay for the purchase once the rent has reached its price, which bounds the cost
+#: at twice the best choice in hindsight). A cold compile costs 10-30 s on a 2-core CPU, 1-3 s from torch's
+#: on-disk cache. So one photo, or a few tiles, run eagerly; a folder of same-sized photos gets compiled.
+AUTO_COMPILE_AFTER_SECONDS = 15.0
+
+
 @dataclass
 class Engine:
-    """A generator prepared once for one device and precision."""
+    """A generator prepared once for one device and precision.
+
+    ``optimize`` runs the inference-prepared copy of the network (:mod:`stylize.fastpath`); ``False`` runs the
+    plain :class:`Generator` (with autocast for bf16/fp16), the reference the fast path is tested against.
+    ``compile`` is ``auto`` (compile a shape once it has cost :data:`AUTO_COMPILE_AFTER_SECONDS` eagerly), ``always`` or
+    ``never``; compiled graphs are kept per input shape, and torch's on-disk inductor cache keeps them between runs.
+    """
 
     generator: Generator
     device: torch.device
     precision: str = "fp32"
+    compile: str = "auto"
+    optimize: bool = True
 
     def __post_init__(self) -> None:
+        if self.compile not in COMPILE_MODES:
+            raise StylizeError(f"unknown compile mode '{self.compile}'", f"use one of {', '.join(COMPILE_MODES)}")
         self.generator = self.generator.to(self.device).eval().requires_grad_(False)
+        self._prepared: PreparedGenerator | None = None
+        self._compiled: Callable[..., torch.Tensor] | None = None
+        self._compile_failed = False
+        self._eager_seconds: dict[tuple[int, ...], float] = {}
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return None if self.precision == "fp32" else _DTYPES[self.precision]
+
+    @property
+    def prepared(self) -> PreparedGenerator:
+        """The inference-prepared network, built on first use and kept for the life of the engine."""
+        if self._prepared is None:
+            # channels_last pays only where convs are tensor-core bound; on the CPU the norms and pads convert back.
+            channels_last = self.device.type == "cuda" and self.precision != "fp32"
+            self._prepared = PreparedGenerator(self.generator, _DTYPES[self.precision], channels_last=channels_last).to(self.device)
+        return self._prepared
 
     def forward(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         """Stylize ``images`` (B, 3, H, W) in [0, 1] with ``style_weights`` (S,) or (B, S); float32 result on the CPU."""
         images = images.to(self.device, non_blocking=True)
         try:
             with torch.inference_mode():
-                dtype = self.autocast_dtype
-                if dtype is None:
-                    out = self.generator(images, style_weights)
-                else:
-                    with torch.autocast(self.device.type, dtype=dtype):
-                        out = self.generator(images, style_weights)
+                out = self._forward_optimized(images, style_weights) if self.optimize else self._forward_plain(images, style_weights)
         except torch.OutOfMemoryError:
             raise StylizeError(
                 f"out of memory on {self.device} for a {images.shape[-1]}x{images.shape[-2]} image",
@@ -120,3 +149,67 @@ class Engine:
             ) from None
         return out.float().cpu()
 
+    def _forward_plain(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        dtype = self.autocast_dtype
+        if dtype is None:
+            return self.generator(images, style_weights)
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self.generator(images, style_weights)
+
+    def _forward_optimized(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        prepared = self.prepared
+        batch, _, height, width = images.shape
+        if min(height, width) < MIN_SIDE:
+            raise ValueError(f"images need at least {MIN_SIDE} pixels on each side, got {height}x{width}")
+        affine = prepared.mixed_affine(prepared.style_weights(style_weights, batch, images.device))
+        shape = tuple(images.shape)
+        core = self._core_for(shape)
+        if core is not prepared.core:
+            return core(images, affine, height, width)
+        started = time.perf_counter()
+        out = core(images, affine, height, width)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._eager_seconds[shape] = self._eager_seconds.get(shape, 0.0) + time.perf_counter() - started
+        return out
+
+    def _core_for(self, shape: tuple[int, ...]) -> Callable[..., torch.Tensor]:
+        """The compiled network for this input shape where compiling repays, else the eager one."""
+        prepared = self.prepared
+        if self.compile == "never" or self._compile_failed:
+            return prepared.core
+        if self.compile == "auto" and self._eager_seconds.get(shape, 0.0) < AUTO_COMPILE_AFTER_SECONDS:
+            return prepared.core
+        if self._compiled is None:
+            self._compiled = _compile(prepared.core)
+            if self._compiled is None:
+                self._compile_failed = True
+                return prepared.core
+        return self._compiled
+
+
+def _compile(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor] | None:
+    """``torch.compile`` with static shapes (dynamic shapes measured 1.6x slower here), or None where unavailable."""
+    try:
+        import torch._dynamo
+
+        # One graph per input shape: allow as many shapes as a folder of mixed photo sizes brings.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        compiled = torch.compile(function, dynamic=False)
+    except Exception:  # noqa: BLE001 - no compiler toolchain or an unsupported platform: eager still works
+        return None
+
+    broken = False
+
+    def run(*args: object) -> torch.Tensor:
+        nonlocal broken
+        if not broken:
+            try:
+                return compiled(*args)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception:  # noqa: BLE001 - a failed compile (e.g. no C++ compiler) falls back to the eager network for good
+                broken = True
+        return function(*args)
+
+    return run

@@ -1,0 +1,185 @@
+"""An inference-prepared copy of a :class:`~stylize.network.Generator`: same maths, fewer passes over memory.
+
+:class:`PreparedGenerator` reads a generator's layers once and keeps plain tensors:
+
+- conditional instance norm's ``gamma``/``beta`` tables are mixed once per style-weight vector and cached
+  (the tables are ``[num_styles, C]``; the mix is ``(B, S) @ (S, C)``), instead of twice per layer per call;
+- instance norm, its affine and the ReLU run as one ``batch_norm`` call on a ``(1, B*C, H, W)`` view plus an
+  in-place ReLU (``F.instance_norm`` is that same kernel, followed by two more full passes for the affine);
+- conv biases before an instance norm are dropped (the norm subtracts the mean, so they cancel exactly);
+- the residual sum, the ReLU and the output activation run in place; no dtype round-trips between layers;
+- conv weights are stored in the compute dtype (fp32, or bf16 where the model file allows it) and, when
+  ``channels_last`` is set, in channels-last layout.
+
+Image convention as everywhere: ``(B, 3, H, W)`` float in ``[0, 1]`` in and out. The output equals
+``Generator.forward`` within float rounding (see ``tests/test_fastpath.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylize.network import MIN_SIDE, SIZE_MULTIPLE, ConvNormAct, Generator, TransposedConvNormAct
+
+
+@dataclass
+class PreparedLayer:
+    """One conv (+ optional conditional instance norm + ReLU) as plain tensors."""
+
+    weight: torch.Tensor  # (C_out, C_in, k, k) in the compute dtype, or (C_in, C_out, k, k) when transposed
+    bias: torch.Tensor | None  # kept only when no norm follows
+    stride: int
+    pad: int  # reflection padding on every side (0 for the transposed conv)
+    upsample: bool  # nearest x2 before the conv
+    transposed: bool
+    gamma: torch.Tensor | None  # (S, C_out) float32 table, None without a norm
+    beta: torch.Tensor | None
+    eps: float
+    relu: bool
+
+
+def _prepare_layer(module: nn.Module, dtype: torch.dtype, channels_last: bool) -> PreparedLayer:
+    conv = module.conv
+    norm = module.norm
+    weight = conv.weight.detach().to(dtype)
+    if channels_last:
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    bias = None if (norm is not None or conv.bias is None) else conv.bias.detach().to(dtype)
+    if isinstance(module, TransposedConvNormAct):
+        return PreparedLayer(weight, bias, 2, 0, False, True, norm.gamma.detach().float(), norm.beta.detach().float(), norm.eps, True)
+    if not isinstance(module, ConvNormAct):
+        raise TypeError(f"cannot prepare a {type(module).__name__}")
+    return PreparedLayer(
+        weight=weight,
+        bias=bias,
+        stride=conv.stride[0],
+        pad=conv.padding[0],
+        upsample=module.upsample,
+        transposed=False,
+        gamma=None if norm is None else norm.gamma.detach().float(),
+        beta=None if norm is None else norm.beta.detach().float(),
+        eps=1e-5 if norm is None else norm.eps,
+        relu=module.relu,
+    )
+
+
+class PreparedGenerator:
+    """``generator`` prepared for inference in ``dtype`` (float32 or bfloat16); call it like the generator."""
+
+    def __init__(self, generator: Generator, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> None:
+        self.config = generator.config
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.head = _prepare_layer(generator.head, dtype, channels_last)
+        self.down1 = _prepare_layer(generator.down1, dtype, channels_last)
+        self.down2 = _prepare_layer(generator.down2, dtype, channels_last)
+        self.residual = [
+            (_prepare_layer(b.conv1, dtype, channels_last), _prepare_layer(b.conv2, dtype, channels_last)) for b in generator.residual
+        ]
+        self.up1 = _prepare_layer(generator.up1, dtype, channels_last)
+        self.up2 = _prepare_layer(generator.up2, dtype, channels_last)
+        self.tail = _prepare_layer(generator.tail, dtype, channels_last)
+        self.layers = [self.head, self.down1, self.down2, *[c for pair in self.residual for c in pair], self.up1, self.up2, self.tail]
+        self._style_key: tuple[tuple[int, ...], bytes] | None = None
+        self._affine: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+
+    def to(self, device: torch.device) -> PreparedGenerator:
+        """Move every tensor to ``device`` (in place; returns self)."""
+        for layer in self.layers:
+            for name in ("weight", "bias", "gamma", "beta"):
+                value = getattr(layer, name)
+                if value is not None:
+                    setattr(layer, name, value.to(device))
+        self._style_key = None
+        return self
+
+    def style_weights(self, style_weights: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """Normalise a style input to ``(batch, num_styles)`` float32, exactly as :meth:`Generator.style_weights`."""
+        return Generator.style_weights(self, style_weights, batch, device)  # type: ignore[arg-type]  # reads only .config
+
+    # -- conditional instance norm, mixed once per style vector -----------------------------------------------
+
+    def mixed_affine(self, weights: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per layer, ``gamma`` and ``beta`` flattened to ``(B*C,)`` for ``weights`` ``(B, S)``; cached for the last vector."""
+        key = (tuple(weights.shape), weights.detach().float().cpu().numpy().tobytes())
+        if key != self._style_key:
+            affine: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+            for layer in self.layers:
+                if layer.gamma is None:
+                    affine.append(None)
+                    continue
+                # (B, S) @ (S, C) -> (B, C) -> (B*C,), the channel order of a (1, B*C, H, W) view.
+                # Kept in float32 even for bf16 activations: batch_norm takes mixed types, and cuDNN wants fp32 here.
+                gamma = (weights.float() @ layer.gamma.to(weights.device)).reshape(-1)
+                beta = (weights.float() @ layer.beta.to(weights.device)).reshape(-1)
+                affine.append((gamma, beta))
+            self._style_key, self._affine = key, affine
+        return self._affine
+
+    # -- forward ------------------------------------------------------------------------------------------------
+
+    def __call__(self, images: torch.Tensor, style_weights: torch.Tensor | None = None) -> torch.Tensor:
+        batch, _, height, width = images.shape
+        if min(height, width) < MIN_SIDE:
+            raise ValueError(f"images need at least {MIN_SIDE} pixels on each side, got {height}x{width}")
+        weights = self.style_weights(style_weights, batch, images.device)
+        affine = self.mixed_affine(weights)
+        return self.core(images, affine, height, width)
+
+    def core(self, images: torch.Tensor, affine: list, height: int, width: int) -> torch.Tensor:
+        """The network proper on prepared inputs: a pure tensor function, the part :func:`torch.compile` sees."""
+        x = images.to(self.dtype)
+        if self.config.pixel_scale != 1.0:
+            x = x * self.config.pixel_scale
+        pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._run(self.head, affine[0], x)
+        x = self._run(self.down1, affine[1], x)
+        x = self._run(self.down2, affine[2], x)
+        index = 3
+        for conv1, conv2 in self.residual:
+            y = self._run(conv1, affine[index], x)
+            y = self._run(conv2, affine[index + 1], y)
+            x = y.add_(x)
+            index += 2
+        x = self._run(self.up1, affine[index], x)
+        x = self._run(self.up2, affine[index + 1], x)
+        x = self._run(self.tail, affine[index + 2], x)
+        x = x[:, :, :height, :width].float()
+        return self._to_pixels(x)
+
+    @staticmethod
+    def _run(layer: PreparedLayer, affine: tuple[torch.Tensor, torch.Tensor] | None, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != layer.weight.dtype:  # mixed precision: layers may differ in dtype
+            x = x.to(layer.weight.dtype)
+        if layer.transposed:
+            x = F.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=1, output_padding=1)
+        else:
+            if layer.upsample:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            if layer.pad:
+                x = F.pad(x, (layer.pad,) * 4, mode="reflect")
+            x = F.conv2d(x, layer.weight, layer.bias, stride=layer.stride)
+        if affine is not None:
+            batch, channels, h, w = x.shape
+            # Instance norm = batch norm over a (1, B*C, H, W) view; the affine rides along in the same kernel.
+            x = F.batch_norm(x.reshape(1, batch * channels, h, w), None, None, affine[0], affine[1], True, 0.0, layer.eps)
+            x = x.reshape(batch, channels, h, w)
+        return F.relu_(x) if layer.relu else x
+
+    def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        activation = self.config.output_activation
+        if activation == "sigmoid":
+            return x.sigmoid_()
+        if activation == "tanh":
+            return x.tanh_().add_(1.0).mul_(0.5)
+        if self.config.pixel_scale != 1.0:
+            x = x.div_(self.config.pixel_scale)
+        return x.clamp_(0.0, 1.0)

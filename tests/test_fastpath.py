@@ -1,0 +1,116 @@
+"""The inference-prepared network equals the plain Generator; the style cache follows the style vector."""
+
+import pytest
+import torch
+
+from stylize.config import GeneratorConfig
+from stylize.engine import Engine
+from stylize.fastpath import PreparedGenerator
+from stylize.network import Generator
+
+SMALL = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=2, decoder_channels=(8, 8), num_styles=3)
+DUMOULIN_LIKE = GeneratorConfig(
+    encoder_channels=(8, 8, 8), num_residual_blocks=2, decoder_channels=(4, 4), normalize_output=True, conv_bias=False, num_styles=3
+)
+EXAMPLES_LIKE = GeneratorConfig(
+    encoder_channels=(8, 16, 16), num_residual_blocks=1, decoder_channels=(8, 8), output_activation="clamp", pixel_scale=255.0
+)
+TRANSPOSED = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=1, decoder_channels=(8, 8), upsample="transposed")
+
+
+def _randomized(config: GeneratorConfig) -> Generator:
+    """A generator with non-trivial norm tables (fresh ones are all gamma=1, beta=0 and hide mixing bugs)."""
+    generator = Generator(config).eval()
+    with torch.no_grad():
+        for name, param in generator.named_parameters():
+            if name.endswith("gamma"):
+                param.uniform_(0.5, 1.5)
+            elif name.endswith("beta"):
+                param.uniform_(-0.3, 0.3)
+    return generator
+
+
+@pytest.mark.parametrize("config", [SMALL, DUMOULIN_LIKE, EXAMPLES_LIKE, TRANSPOSED], ids=["small", "dumoulin", "examples", "transposed"])
+@pytest.mark.parametrize("height,width", [(8, 8), (17, 29), (32, 33)])
+def test_prepared_equals_generator_fp32(config, height, width):
+    generator = _randomized(config)
+    prepared = PreparedGenerator(generator)
+    images = torch.rand(2, 3, height, width)
+    styles = [None, torch.eye(config.num_styles)[-1]]
+    if config.num_styles > 1:
+        styles.append(torch.tensor([0.2, 0.5, 0.3]))  # a mix
+        styles.append(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]))  # per-image weights
+    with torch.no_grad():
+        for weights in styles:
+            expected = generator(images, weights)
+            got = prepared(images, weights)
+            assert got.shape == expected.shape
+            assert (got - expected).abs().max().item() <= 2e-5
+
+
+def test_engine_fast_path_matches_plain_path():
+    generator = _randomized(SMALL)
+    images, weights = torch.rand(1, 3, 21, 30), torch.tensor([0.0, 1.0, 0.0])
+    fast = Engine(generator, torch.device("cpu"), "fp32", compile="never").forward(images, weights)
+    plain = Engine(generator, torch.device("cpu"), "fp32", optimize=False).forward(images, weights)
+    assert fast.dtype == torch.float32 and fast.device.type == "cpu"
+    assert (fast - plain).abs().max().item() <= 2e-5
+
+
+def test_style_cache_is_invalidated_for_another_style_vector():
+    generator = _randomized(SMALL)
+    prepared = PreparedGenerator(generator)
+    images = torch.rand(1, 3, 16, 20)
+    first = prepared.mixed_affine(torch.tensor([[1.0, 0.0, 0.0]]))
+    assert prepared.mixed_affine(torch.tensor([[1.0, 0.0, 0.0]])) is first  # same vector: cached
+    second = prepared.mixed_affine(torch.tensor([[0.0, 0.0, 1.0]]))
+    assert second is not first
+    assert not torch.equal(first[0][0], second[0][0])
+    with torch.no_grad():
+        for weights in ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4]):
+            w = torch.tensor(weights)
+            assert (prepared(images, w) - generator(images, w)).abs().max().item() <= 2e-5
+
+
+def test_bf16_fast_path_stays_close_on_a_small_network():
+    generator = _randomized(SMALL)
+    images, weights = torch.rand(1, 3, 24, 24), torch.tensor([1.0, 0.0, 0.0])
+    fp32 = Engine(generator, torch.device("cpu"), "fp32", compile="never").forward(images, weights)
+    bf16 = Engine(generator, torch.device("cpu"), "bf16", compile="never").forward(images, weights)
+    assert bf16.dtype == torch.float32
+    assert (bf16 - fp32).abs().mean().item() < 0.05
+
+
+def test_unknown_compile_mode_is_refused():
+    from stylize.errors import StylizeError
+
+    with pytest.raises(StylizeError, match="compile"):
+        Engine(Generator(SMALL), torch.device("cpu"), compile="sometimes")
+
+
+def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch):
+    import stylize.engine as engine_module
+
+    compiled_calls = []
+
+    def fake_compile(function):
+        def run(*args):
+            compiled_calls.append(args[0].shape)
+            return function(*args)
+
+        return run
+
+    monkeypatch.setattr(engine_module, "_compile", fake_compile)
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e9)
+    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32")
+    images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
+    engine.forward(images, weights)
+    engine.forward(images, weights)
+    assert compiled_calls == []  # one photo, or a few, never pay for a compile
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 0.0)
+    out = engine.forward(images, weights)
+    assert len(compiled_calls) == 1
+    assert (out - engine.generator(images, weights)).abs().max().item() <= 2e-5
+    never = Engine(_randomized(SMALL), torch.device("cpu"), "fp32", compile="never")
+    never.forward(images, weights)
+    assert len(compiled_calls) == 1
