@@ -99,3 +99,19 @@ class ImageConfig:
     max_pixels: int = 120_000_000
     # JPEG/WebP quality of written images.
     quality: int = 95
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How images too large for memory are streamed through the network (see :mod:`stylize.tiling`)."""
+
+    # Side in pixels of a tile, measured in each layer's output; 256 keeps every strip buffer small at 8000 px wide.
+    tile: int = 256
+    # Smallest tile tried when CUDA runs out of memory and the tile is halved again and again.
+    min_tile: int = 32
+    # Share of MemAvailable (/proc/meminfo) that a CPU run may use when no --memory-limit is given.
+    ram_share: float = 0.5
+    # Share of free GPU memory (torch.cuda.mem_get_info) that a CUDA run may plan to use.
+    gpu_share: float = 0.85
+    # Folder for temporary activation files when the maps do not fit in RAM; None = the system default (TMPDIR).
+    temp_dir: str | None = None
