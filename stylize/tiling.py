@@ -130,10 +130,11 @@ class _Layer:
         return (conv_in - 1) // self.stride + 1  # reflection padding of kernel // 2 on both sides
 
     def source_index(self, start: int, stop: int, size: int) -> tuple[torch.Tensor, int]:
-        """Indices into the stored input map (length ``size``) that output positions ``[start, stop)`` read.
+        """Conv-input positions (after the x2 upsample, if any) that output positions ``[start, stop)`` read.
 
-        Returns the index tensor and how many leading conv outputs to drop (non-zero for transposed convs only).
-        The whole-image conv pads by reflection; reflecting the indices reproduces it exactly at true borders.
+        ``size`` is the stored input map's length. Returns the index tensor and how many leading conv outputs to
+        drop (non-zero for transposed convs only). The whole-image conv pads by reflection; reflecting the indices
+        reproduces it exactly at true borders, and inside the image the halo is the real neighbouring pixels.
         """
         if self.transposed:  # stride 2, kernel 3, padding 1, output_padding 1: output o gets inputs (o - 1 + {0,1,2}) / 2
             first = max(0, math.ceil((start - 1) / 2))
@@ -141,14 +142,24 @@ class _Layer:
             return torch.arange(first, last), start - 2 * first + 1
         pad = self.kernel // 2
         conv_in = 2 * size if self.upsample else size
-        index = _reflect(torch.arange(start * self.stride - pad, (stop - 1) * self.stride - pad + self.kernel), conv_in)
-        return (index // 2 if self.upsample else index), 0
+        return _reflect(torch.arange(start * self.stride - pad, (stop - 1) * self.stride - pad + self.kernel), conv_in), 0
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     """Reflection padding as index arithmetic: -1 -> 1, size -> size - 2 (pad < size)."""
     index = index.abs()
     return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def _take(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(dim, index)`` built from slices of the contiguous runs of ``index`` (far faster on the CPU)."""
+    values = index.tolist()
+    runs, begin = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[i - 1] + 1:
+            runs.append(x.narrow(dim, values[begin], i - begin))
+            begin = i
+    return runs[0] if len(runs) == 1 else torch.cat(runs, dim)
 
 
 def _plan(generator: Generator) -> list[_Layer]:
@@ -258,27 +269,44 @@ class Decision:
 
     mode: str  # "whole" or "stream"
     storage: str  # "ram" or "disk" (for "stream")
+    tile: int
     budget: int
     whole_bytes: int
     stream: StreamEstimate
 
 
-def decide(generator: Generator, height: int, width: int, budget: int, *, batch: int = 1, tile: int | None = None,
-           precision: str = "fp32", device: torch.device | None = None, ram_budget: int | None = None) -> Decision:
-    """Whole when the estimated whole-image peak fits ``budget``; otherwise stream, with maps in RAM if they fit.
+def decide(
+    generator: Generator,
+    height: int,
+    width: int,
+    budget: int,
+    *,
+    batch: int = 1,
+    tile: int | None = None,
+    fixed_tile: bool = False,
+    precision: str = "fp32",
+    ram_budget: int | None = None,
+    config: TilingConfig = TilingConfig(),
+) -> Decision:
+    """Whole when the estimated whole-image peak fits ``budget``; otherwise stream, with the maps in RAM if they fit.
 
-    ``ram_budget`` is where the maps live (host RAM); it defaults to ``budget`` on the CPU.
+    Unless ``fixed_tile``, the tile is halved (down to ``config.min_tile``) until the streamed estimate fits.
+    ``ram_budget`` bounds where the maps live (host RAM); it defaults to ``budget``, the CPU case.
     """
-    tile = tile or TilingConfig.tile
-    whole = estimate_whole_bytes(generator, height, width, batch, precision)
-    ram = _storage_dtype(generator, "ram")
-    stream = estimate_stream(generator, height, width, tile, ram)
+    tile = tile or config.tile
     host = budget if ram_budget is None else ram_budget
-    if whole <= budget:
-        return Decision("whole", "ram", budget, whole, stream)
-    if stream.ram_bytes <= host:
-        return Decision("stream", "ram", budget, whole, stream)
-    return Decision("stream", "disk", budget, whole, estimate_stream(generator, height, width, tile, _storage_dtype(generator, "disk")))
+    whole = estimate_whole_bytes(generator, height, width, batch, precision)
+    if whole <= budget and not fixed_tile:
+        return Decision("whole", "ram", tile, budget, whole, estimate_stream(generator, height, width, tile))
+    tiles = [tile] if fixed_tile else [t for t in (tile >> i for i in range(8)) if t >= config.min_tile] or [tile]
+    for storage in ("ram", "disk"):
+        dtype = _storage_dtype(generator, storage)
+        for size in tiles:
+            stream = estimate_stream(generator, height, width, size, dtype)
+            if (stream.ram_bytes if storage == "ram" else stream.disk_bytes) <= host:
+                return Decision("stream", storage, size, budget, whole, stream)
+    # Nothing fits the estimate: try the smallest tile on disk anyway (the estimate errs on the safe side).
+    return Decision("stream", "disk", tiles[-1], budget, whole, estimate_stream(generator, height, width, tiles[-1], dtype))
 
 
 # -- stored whole-image maps -------------------------------------------------------------------------------------
@@ -295,8 +323,14 @@ class _RamMap:
     def read_rows(self, start: int, stop: int) -> torch.Tensor:
         return self.data[start:stop]
 
+    def rows_view(self, start: int, stop: int) -> torch.Tensor:
+        """Where to put rows ``[start, stop)`` before :meth:`write_rows`: the map itself."""
+        return self.data[start:stop]
+
     def write_rows(self, start: int, rows: torch.Tensor) -> None:
-        self.data[start : start + rows.shape[0]].copy_(rows)
+        target = self.data[start : start + rows.shape[0]]
+        if target.data_ptr() != rows.data_ptr() or target.dtype != rows.dtype:  # rows from rows_view are already there
+            target.copy_(rows)
 
     def close(self) -> None:
         self.data = None
@@ -325,6 +359,9 @@ class _FileMap:
                 raise OSError(f"short read from {self.path}")
             done += count
         return rows
+
+    def rows_view(self, start: int, stop: int) -> torch.Tensor:
+        return torch.empty((stop - start, self.channels, self.width), dtype=self.dtype)
 
     def write_rows(self, start: int, rows: torch.Tensor) -> None:
         self.file.seek(start * self.row_bytes)
@@ -445,19 +482,26 @@ class _Streamer:
         scale = self.generator.config.pixel_scale
         for top in range(0, out_h, self.tile):
             bottom = min(top + self.tile, out_h)
-            rows, row_crop = layer.source_index(top, bottom, src_h)
+            rows, row_crop = layer.source_index(top, bottom, src_h)  # conv-input coordinates
+            src_rows = rows // 2 if layer.upsample else rows
             if first:
-                rows = _reflect(rows, height)  # the reflection pad to a multiple of 4, done once by the whole pass
-            r0 = int(rows.min())
-            strip = src.read_rows(r0, int(rows.max()) + 1)
-            strip_rows = strip.index_select(0, rows - r0)  # (h, C, W)
-            out_strip = None if dst is None else torch.empty((bottom - top, layer.out_channels, out_w), dtype=dst.dtype)
+                src_rows = _reflect(src_rows, height)  # the reflection pad to a multiple of 4, done once by the whole pass
+            r0 = int(src_rows.min())
+            strip = src.read_rows(r0, int(src_rows.max()) + 1)  # (h, C, W)
+            strip_rows = strip if layer.upsample else _take(strip, 0, src_rows - r0)
+            out_strip = None if dst is None else dst.rows_view(top, bottom)
             for left in range(0, out_w, self.tile):
                 right = min(left + self.tile, out_w)
                 cols, col_crop = layer.source_index(left, right, src_w)
-                if first:
-                    cols = _reflect(cols, width)
-                tile = strip_rows.index_select(2, cols).permute(1, 0, 2).unsqueeze(0).to(self.device, torch.float32)
+                if layer.upsample:  # nearest x2 of the source block, then the conv-input positions inside it
+                    c0 = int(cols.min()) // 2
+                    block = strip[:, :, c0 : int(cols.max()) // 2 + 1].permute(1, 0, 2).unsqueeze(0).to(self.device, torch.float32)
+                    block = F.interpolate(block, scale_factor=2, mode="nearest")
+                    tile = _take(_take(block, 2, rows - 2 * r0), 3, cols - 2 * c0)
+                else:
+                    if first:
+                        cols = _reflect(cols, width)
+                    tile = _take(strip_rows, 2, cols).permute(1, 0, 2).unsqueeze(0).to(self.device, torch.float32)
                 if first and scale != 1.0:
                     tile = tile * scale
                 with torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else nullcontext():
@@ -484,13 +528,13 @@ class _Streamer:
         beta = (self.weights @ norm.beta.to(self.weights.dtype))[0].double().cpu()
         for top in range(0, stored.height, self.tile):
             bottom = min(top + self.tile, stored.height)
-            x = stored.read_rows(top, bottom).float()  # (h, C, W)
+            x = stored.read_rows(top, bottom).float()  # (h, C, W); in RAM a view of the map, changed in place
             mean, factor = stats.normaliser(top, gamma, norm.eps, x.shape[-1], self.tile)
-            x = (x - mean) * factor + beta.float()[None, :, None]
+            x.sub_(mean).mul_(factor).add_(beta.float()[None, :, None])
             if layer.relu:
-                x = F.relu(x)
+                x.relu_()
             if skip is not None:
-                x = x + skip.read_rows(top, bottom).float()
+                x.add_(skip.read_rows(top, bottom))
             if output is not None:
                 height, width = size
                 if top < height:
@@ -511,7 +555,9 @@ class _Stats:
 
     def add(self, tile: torch.Tensor, origin: tuple[int, int]) -> None:
         """Merge the statistics of one tile ``(C, h, w)``."""
-        var, mean = torch.var_mean(tile, dim=(1, 2), correction=0)
+        flat = tile.flatten(1)  # (C, h * w)
+        mean = flat.mean(1)
+        var = (flat - mean[:, None]).square_().mean(1)  # biased, as instance norm's
         var, mean = var.double().cpu(), mean.double().cpu()
         count = tile.shape[1] * tile.shape[2]
         if self.per_tile:
@@ -542,14 +588,20 @@ class _Stats:
 # -- routing used by the API ----------------------------------------------------------------------------------------
 
 
-def forward(engine, images: torch.Tensor, style_weights: torch.Tensor, tile: str | int = "auto",
-            memory_limit: str | int | None = None, config: TilingConfig = TilingConfig()) -> torch.Tensor:
+def forward(
+    engine,
+    images: torch.Tensor,
+    style_weights: torch.Tensor,
+    tile: str | int = "auto",
+    memory_limit: str | int | None = None,
+    config: TilingConfig = TilingConfig(),
+) -> torch.Tensor:
     """Stylize ``images`` (B, 3, H, W) with ``engine``: whole, or streamed when ``tile`` says so or memory is short.
 
     ``tile="off"`` is the plain whole-image pass; ``"auto"`` runs whole when the estimate fits the budget
-    (``memory_limit``, else a share of free GPU memory or available RAM) and streams otherwise; a number streams
-    with tiles of that side. CUDA out-of-memory in the whole pass falls back to streaming, and in streaming halves
-    the tile until ``config.min_tile``.
+    (``memory_limit``, else a share of free GPU memory or of available RAM) and streams otherwise; a number always
+    streams with tiles of that side. CUDA out-of-memory in the whole pass falls back to streaming, and in
+    streaming halves the tile down to ``config.min_tile``. Returns float32 on the CPU, like ``Engine.forward``.
     """
     mode = parse_tile(tile)
     limit = parse_memory_size(memory_limit)
@@ -558,19 +610,30 @@ def forward(engine, images: torch.Tensor, style_weights: torch.Tensor, tile: str
     generator, device = engine.generator, engine.device
     batch, _, height, width = images.shape
     budget = limit if limit is not None else available_memory(device, config)
-    ram_budget = budget if device.type != "cuda" else (limit or int(_mem_available() * config.ram_share))
-    tile_px = config.tile if mode == "auto" else mode
-    choice = decide(generator, height, width, budget, batch=batch, tile=tile_px, precision=engine.precision,
-                    device=device, ram_budget=ram_budget)
-    if mode == "auto" and choice.mode == "whole":
+    # On CUDA the budget is GPU memory; the streamed maps live in host RAM, which has its own share.
+    ram_budget = budget if device.type != "cuda" else int(_mem_available() * config.ram_share)
+    options = {"tile": config.tile if mode == "auto" else mode, "fixed_tile": mode != "auto", "precision": engine.precision,
+               "ram_budget": ram_budget, "config": config}
+    if decide(generator, height, width, budget, batch=batch, **options).mode == "whole":
         try:
             return _whole(engine, images, style_weights)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
+            if batch == 1:
+                return _stream_with_retry(engine, images, style_weights, decide(generator, height, width, 0, **options), config)
     outputs = []
-    for index in range(batch):
-        one = decide(generator, height, width, budget, tile=tile_px, precision=engine.precision, device=device, ram_budget=ram_budget)
-        outputs.append(_stream_with_retry(engine, images[index : index + 1], style_weights, tile_px, one.storage, config))
+    for index in range(batch):  # the batch does not fit: one image at a time, whole where it fits
+        image = images[index : index + 1]
+        weights = style_weights[index] if style_weights.dim() == 2 else style_weights
+        one = decide(generator, height, width, budget, **options)
+        if one.mode == "whole":
+            try:
+                outputs.append(_whole(engine, image, weights))
+                continue
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                one = decide(generator, height, width, 0, **options)  # a zero budget always streams
+        outputs.append(_stream_with_retry(engine, image, weights, one, config))
     return torch.cat(outputs)
 
 
@@ -586,10 +649,11 @@ def _autocast(engine):
     return torch.autocast(engine.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-def _stream_with_retry(engine, image, style_weights, tile: int, storage: str, config: TilingConfig) -> torch.Tensor:
+def _stream_with_retry(engine, image: torch.Tensor, style_weights: torch.Tensor, decision: Decision, config: TilingConfig) -> torch.Tensor:
+    tile = decision.tile
     while True:
         try:
-            return stream_forward(engine.generator, image, style_weights, tile=tile, storage=storage,
+            return stream_forward(engine.generator, image, style_weights, tile=tile, storage=decision.storage,
                                   precision=engine.precision, device=engine.device, temp_dir=config.temp_dir)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
