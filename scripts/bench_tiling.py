@@ -40,9 +40,11 @@ def load_photo(photos: Path, size: int) -> torch.Tensor:
     path = sorted(photos.glob("*.jpg"))[0]
     with Image.open(path) as image:
         resized = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    array = np.asarray(resized)
-    del resized
-    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+    tensor = torch.empty(1, 3, size, size)
+    for top in range(0, size, 512):  # band by band, so that loading does not set the peak RSS of the big run
+        band = np.array(resized.crop((0, top, size, min(top + 512, size))))
+        tensor[0, :, top : top + band.shape[0]] = torch.from_numpy(band).permute(2, 0, 1).float().div_(255)
+    resized.close()
     return tensor
 
 
