@@ -193,7 +193,8 @@ def estimate_whole_bytes(generator: Generator, height: int, width: int, batch: i
     """Estimated peak memory of a whole-image forward pass (the input and output tensors included).
 
     The largest layer dominates: its input (and upsampled input), its conv output and the temporaries of
-    instance norm and ReLU, scaled by factors measured as peak RSS on the CPU (see docs/tiling.md).
+    instance norm and ReLU, scaled by factors measured as peak RSS on the CPU (see docs/tiling.md). Under bf16 or
+    fp16 autocast the convs and norms produce half-size maps; the (float32) input copy is counted in full.
     """
     element = 2 if precision in ("bf16", "fp16") else 4
     h, w = _padded(height, width)
@@ -206,7 +207,7 @@ def estimate_whole_bytes(generator: Generator, height: int, width: int, batch: i
             skip = 0
         oh, ow = layer.out_size(h), layer.out_size(w)
         inputs = layer.in_channels * h * w * (5 if layer.upsample else 1)
-        here = skip + _WHOLE_INPUT_FACTOR * inputs * 4 + _WHOLE_OUTPUT_FACTOR * layer.out_channels * oh * ow * max(element, 4)
+        here = skip + _WHOLE_INPUT_FACTOR * inputs * 4 + _WHOLE_OUTPUT_FACTOR * layer.out_channels * oh * ow * element
         peak = max(peak, here)
         h, w = oh, ow
     return int(batch * (peak + 2 * 3 * height * width * 4))
