@@ -186,7 +186,8 @@ class Stylizer:
         """
         if isinstance(image, torch.Tensor):
             return self.apply_tensor(image, style, mix, strength, preserve_color, tile, memory_limit)
-        tiling.parse_tile(tile), tiling.parse_memory_size(memory_limit)  # bad values fail before any work
+        tiling.parse_tile(tile)  # bad values fail before any work
+        tiling.parse_memory_size(memory_limit)
         loaded = imaging.open_image(image, max_pixels=max_pixels)
         stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size, tile, memory_limit)
         return imaging.finish_image(stylized, _resized(loaded, stylized.size), "PNG", keep_greyscale=preserve_color)
@@ -236,7 +237,8 @@ class Stylizer:
                 raise StylizeError(f"output {target_text} already exists", "pass --overwrite to replace it")
         description = self.describe_style(style, mix)
         _check_strength(strength)
-        tiling.parse_tile(tile), tiling.parse_memory_size(memory_limit)
+        tiling.parse_tile(tile)
+        tiling.parse_memory_size(memory_limit)
         data: Any = sys.stdin.buffer.read() if source_text == STDIO else source_text
         loaded = imaging.open_image(data, max_pixels=max_pixels, name="stdin" if source_text == STDIO else None)
         stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size, tile, memory_limit)
