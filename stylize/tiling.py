@@ -44,6 +44,8 @@ _UNITS.update({"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4})
 # instance_norm result, the gamma product and oneDNN's blocked-layout copies), measured as peak RSS on the CPU.
 _WHOLE_OUTPUT_FACTOR = 4.0
 _WHOLE_INPUT_FACTOR = 2.0
+# Rows normalised at once in the finish pass, in bytes of float32.
+_FINISH_STRIP_BYTES = 64 * 1024**2
 
 
 # -- user input ---------------------------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def estimate_stream(generator: Generator, height: int, width: int, tile: int, st
         tile_in = 3 * layer.in_channels * (tile * layer.stride + layer.kernel) ** 2 * 4
         tile_out = 3 * layer.out_channels * tile * tile * 4
         strip_out = tile * layer.out_channels * ow * element
-        finish = 4 * tile * layer.out_channels * ow * 4
+        finish = 4 * min(_FINISH_STRIP_BYTES, tile * layer.out_channels * ow * 4)
         working = max(working, strip_in + tile_in + tile_out + strip_out, finish)
         h, w = oh, ow
     return StreamEstimate(peak_maps, working + 2 * 3 * height * width * 4, dtype)
@@ -527,8 +529,10 @@ class _Streamer:
         norm = layer.norm
         gamma = (self.weights @ norm.gamma.to(self.weights.dtype))[0].double().cpu()
         beta = (self.weights @ norm.beta.to(self.weights.dtype))[0].double().cpu()
-        for top in range(0, stored.height, self.tile):
-            bottom = min(top + self.tile, stored.height)
+        # Strips of at most ~64 MB in float32 (pointwise work needs no halo); naive per-tile statistics need tile rows.
+        step = self.tile if self.per_tile_stats else max(1, min(self.tile, _FINISH_STRIP_BYTES // (stored.channels * stored.width * 4)))
+        for top in range(0, stored.height, step):
+            bottom = min(top + step, stored.height)
             x = stored.read_rows(top, bottom).float()  # (h, C, W); in RAM a view of the map, changed in place
             mean, factor = stats.normaliser(top, gamma, norm.eps, x.shape[-1], self.tile)
             x.sub_(mean).mul_(factor).add_(beta.float()[None, :, None])

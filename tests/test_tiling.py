@@ -196,3 +196,11 @@ def test_tile_settings_parse(value, expected):
 def test_bad_tile_settings_are_refused(value):
     with pytest.raises(StylizeError):
         tiling.parse_tile(value)
+
+
+def test_finish_pass_in_thin_strips_gives_the_same_result(monkeypatch):
+    generator = make_generator(CONFIGS["dumoulin"])
+    image = torch.rand(1, 3, 40, 56)
+    expected = tiling.stream_forward(generator, image, tile=TILE)
+    monkeypatch.setattr(tiling, "_FINISH_STRIP_BYTES", 1)  # one row at a time, as for very wide images
+    assert torch.equal(tiling.stream_forward(generator, image, tile=TILE), expected)
