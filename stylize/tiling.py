@@ -46,6 +46,8 @@ _WHOLE_OUTPUT_FACTOR = 4.0
 _WHOLE_INPUT_FACTOR = 2.0
 # Rows normalised at once in the finish pass, in bytes of float32.
 _FINISH_STRIP_BYTES = 64 * 1024**2
+# Target size of a conv stage's input and output strip buffers; wide images get strips less than a tile high.
+_STRIP_BYTES = 128 * 1024**2
 
 
 # -- user input ---------------------------------------------------------------------------------------------
@@ -248,15 +250,23 @@ def estimate_stream(generator: Generator, height: int, width: int, tile: int, st
         if layer.name.endswith("conv1"):
             block_input = previous
         previous = out_bytes
-        rows_in = tile * layer.stride // (2 if layer.upsample or layer.transposed else 1) + layer.kernel
-        strip_in = 2 * rows_in * layer.in_channels * w * element  # the strip read and its row-gathered copy
+        tile_h = _tile_height(layer, tile, layer.in_channels * w * element, layer.out_channels * ow * element)
+        rows_in = tile_h * layer.stride // (2 if layer.upsample or layer.transposed else 1) + layer.kernel
+        strip_in = 2 * rows_in * layer.in_channels * w * element  # the strip read and a gathered copy at borders
         tile_in = 3 * layer.in_channels * (tile * layer.stride + layer.kernel) ** 2 * 4
         tile_out = 3 * layer.out_channels * tile * tile * 4
-        strip_out = tile * layer.out_channels * ow * element
+        strip_out = tile_h * layer.out_channels * ow * element
         finish = 4 * min(_FINISH_STRIP_BYTES, tile * layer.out_channels * ow * 4)
         working = max(working, strip_in + tile_in + tile_out + strip_out, finish)
         h, w = oh, ow
     return StreamEstimate(peak_maps, working + 2 * 3 * height * width * 4, dtype)
+
+
+def _tile_height(layer: _Layer, tile: int, in_row_bytes: int, out_row_bytes: int) -> int:
+    """Rows of output per strip: ``tile``, fewer for very wide images so that a strip's buffers stay near 128 MB."""
+    in_rows_per_out_row = layer.stride / (2 if layer.upsample or layer.transposed else 1)
+    per_row = in_row_bytes * in_rows_per_out_row + out_row_bytes
+    return int(max(16, min(tile, _STRIP_BYTES // per_row)))
 
 
 def _storage_dtype(generator: Generator, storage: str) -> torch.dtype:
@@ -483,8 +493,11 @@ class _Streamer:
         conv = layer.module.conv
         weight = conv.weight
         scale = self.generator.config.pixel_scale
-        for top in range(0, out_h, self.tile):
-            bottom = min(top + self.tile, out_h)
+        in_row = src.channels * src.width * src.dtype.itemsize
+        out_row = layer.out_channels * out_w * (dst.dtype.itemsize if dst is not None else 4)
+        tile_h = self.tile if self.per_tile_stats else _tile_height(layer, self.tile, in_row, out_row)
+        for top in range(0, out_h, tile_h):
+            bottom = min(top + tile_h, out_h)
             rows, row_crop = layer.source_index(top, bottom, src_h)  # conv-input coordinates
             src_rows = rows // 2 if layer.upsample else rows
             if first:

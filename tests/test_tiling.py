@@ -204,3 +204,12 @@ def test_finish_pass_in_thin_strips_gives_the_same_result(monkeypatch):
     expected = tiling.stream_forward(generator, image, tile=TILE)
     monkeypatch.setattr(tiling, "_FINISH_STRIP_BYTES", 1)  # one row at a time, as for very wide images
     assert torch.allclose(tiling.stream_forward(generator, image, tile=TILE), expected, atol=1e-6)  # vector vs scalar exp
+
+
+def test_strips_lower_than_a_tile_for_wide_images_match(monkeypatch):
+    generator = make_generator(CONFIGS["dumoulin"])
+    image = torch.rand(1, 3, 40, 72)
+    with torch.inference_mode():
+        whole = generator(image)
+    monkeypatch.setattr(tiling, "_STRIP_BYTES", 1)  # 16-row strips of 32-wide tiles
+    assert_matches(tiling.stream_forward(generator, image, tile=32, storage="disk"), whole)
