@@ -200,7 +200,7 @@ def main() -> int:
         r = run_worker("disk", args.big, args)
         ok = r["peak_rss"] <= TARGETS["big_rss_gb"] * 1e9 and r["finite"] and r["temp_left"] == 0
         rows.append((f"{args.big}x{args.big}", "tiled disk",
-                     f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB (input+output tensors {r['input_rss'] / 2**30:.2f} GiB before), "
+                     f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB (VmHWM before the pass, model and input tensor: {r['input_rss'] / 2**30:.2f} GiB), "
                      f"{r['seconds']:.0f} s, temp files peak {r['peak_temp_bytes'] / 2**30:.2f} GiB", "ok" if ok else "MISSED"))
         if not ok:
             failures.append("big image")

@@ -395,7 +395,8 @@ def stream_forward(
     style_weights: torch.Tensor | None = None,
     *,
     tile: int = TilingConfig.tile,
-    storage: str = "ram",
+    memory_limit: str | int | None = None,
+    storage: str = "auto",
     precision: str = "fp32",
     device: torch.device | str | None = None,
     temp_dir: str | os.PathLike | None = None,
@@ -403,15 +404,19 @@ def stream_forward(
 ) -> torch.Tensor:
     """Stylize one image ``(1, 3, H, W)`` in ``[0, 1]`` layer by layer in tiles; returns ``(1, 3, H, W)`` float32 on the CPU.
 
-    ``storage`` is ``"ram"`` or ``"disk"`` (temporary files under ``temp_dir``, removed even on errors).
+    ``storage`` is ``"ram"``, ``"disk"`` (temporary files under ``temp_dir``, removed even on errors) or ``"auto"``:
+    RAM when the estimate fits ``memory_limit`` (default: a share of available RAM), disk otherwise.
     ``precision`` runs the convs under autocast as the engine does. ``per_tile_stats=True`` gives the naive,
     wrong result (each tile normalised by its own statistics), for comparisons only.
     """
     if image.dim() != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"stream_forward takes one image (1, 3, H, W), got {tuple(image.shape)}")
-    if storage not in ("ram", "disk"):
-        raise ValueError(f"storage must be 'ram' or 'disk', got {storage!r}")
+    if storage not in ("ram", "disk", "auto"):
+        raise ValueError(f"storage must be 'ram', 'disk' or 'auto', got {storage!r}")
     height, width = image.shape[-2:]
+    if storage == "auto":
+        budget = parse_memory_size(memory_limit) or int(_mem_available() * TilingConfig.ram_share)
+        storage = "ram" if estimate_stream(generator, height, width, tile).ram_bytes <= budget else "disk"
     if min(height, width) < 8:
         raise ValueError(f"images need at least 8 pixels on each side, got {height}x{width}")
     device = torch.device(device) if device is not None else next(generator.parameters()).device

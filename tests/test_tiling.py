@@ -213,3 +213,13 @@ def test_strips_lower_than_a_tile_for_wide_images_match(monkeypatch):
         whole = generator(image)
     monkeypatch.setattr(tiling, "_STRIP_BYTES", 1)  # 16-row strips of 32-wide tiles
     assert_matches(tiling.stream_forward(generator, image, tile=32, storage="disk"), whole)
+
+
+def test_stream_forward_puts_maps_on_disk_when_the_limit_is_short(tmp_path, monkeypatch):
+    generator = make_generator(SMALL)
+    made = []
+    original_init = tiling._FileMap.__init__
+    monkeypatch.setattr(tiling._FileMap, "__init__", lambda self, *a: made.append(a) or original_init(self, *a))
+    monkeypatch.setattr(tiling, "estimate_stream", lambda *a, **k: tiling.StreamEstimate(10**12, 10**6, torch.float32))
+    tiling.stream_forward(generator, torch.rand(1, 3, 40, 56), tile=TILE, memory_limit="1GB", temp_dir=tmp_path)
+    assert made and not any(tmp_path.iterdir())
