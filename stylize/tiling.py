@@ -500,7 +500,9 @@ class _Streamer:
         scale = self.generator.config.pixel_scale
         in_row = src.channels * src.width * src.dtype.itemsize
         out_row = layer.out_channels * out_w * (dst.dtype.itemsize if dst is not None else 4)
-        tile_h = self.tile if self.per_tile_stats else _tile_height(layer, self.tile, in_row, out_row)
+        # Only file-backed maps need strip buffers (a RAM map's strip is a view): cap the strip height for those alone.
+        buffered = isinstance(src, _FileMap) or isinstance(dst, _FileMap)
+        tile_h = _tile_height(layer, self.tile, in_row, out_row) if buffered and not self.per_tile_stats else self.tile
         for top in range(0, out_h, tile_h):
             bottom = min(top + tile_h, out_h)
             rows, row_crop = layer.source_index(top, bottom, src_h)  # conv-input coordinates
