@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from stylize import imaging
+from stylize import imaging, tiling
 from stylize.blending import blend, preserve_color
 from stylize.catalog import find_model
 from stylize.config import ImageConfig
@@ -142,8 +142,14 @@ class Stylizer:
         mix: MixSpec | None = None,
         strength: float = 1.0,
         preserve_colors: bool = False,
+        tile: str | int = "auto",
+        memory_limit: str | int | None = None,
     ) -> torch.Tensor:
-        """Stylize ``(B, 3, H, W)`` or ``(3, H, W)`` float images in ``[0, 1]``; returns the same shape, float32."""
+        """Stylize ``(B, 3, H, W)`` or ``(3, H, W)`` float images in ``[0, 1]``; returns the same shape, float32.
+
+        ``tile`` is ``"auto"`` (whole image when it fits ``memory_limit`` or the free memory, exact streaming in
+        tiles otherwise), ``"off"`` or a tile side in pixels; ``memory_limit`` is bytes or a size like ``"2GB"``.
+        """
         _check_strength(strength)
         if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4) or images.shape[-3] != 3:
             raise StylizeError("image tensors must have shape (3, H, W) or (B, 3, H, W)", "convert the image to RGB first")
@@ -156,7 +162,7 @@ class Stylizer:
             )
         photo = batched.detach().float().cpu()
         weights = self.style_weights(style, mix)
-        stylized = self.engine.forward(photo, weights)
+        stylized = tiling.forward(self.engine, photo, weights, tile=tile, memory_limit=memory_limit)
         if preserve_colors:
             stylized = preserve_color(stylized, photo)
         result = blend(stylized, photo, strength)
@@ -171,6 +177,8 @@ class Stylizer:
         preserve_color: bool = False,
         max_size: int | None = None,
         max_pixels: int = ImageConfig.max_pixels,
+        tile: str | int = "auto",
+        memory_limit: str | int | None = None,
     ) -> Image.Image | torch.Tensor:
         """Stylize a path or PIL image (returns a PIL image) or a tensor (returns a tensor).
 
@@ -178,9 +186,11 @@ class Stylizer:
         ``max_size`` caps the long side (the result keeps the reduced size).
         """
         if isinstance(image, torch.Tensor):
-            return self.apply_tensor(image, style, mix, strength, preserve_color)
+            return self.apply_tensor(image, style, mix, strength, preserve_color, tile, memory_limit)
+        tiling.parse_tile(tile)  # bad values fail before any work
+        tiling.parse_memory_size(memory_limit)
         loaded = imaging.open_image(image, max_pixels=max_pixels)
-        stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size)
+        stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size, tile, memory_limit)
         return imaging.finish_image(stylized, _resized(loaded, stylized.size), "PNG", keep_greyscale=preserve_color and loaded.is_greyscale)
 
     def _apply_loaded(
@@ -191,9 +201,11 @@ class Stylizer:
         strength: float,
         preserve_colors: bool,
         max_size: int | None,
+        tile: str | int = "auto",
+        memory_limit: str | int | None = None,
     ) -> Image.Image:
         rgb = _fit(loaded.rgb, max_size)
-        out = self.apply_tensor(imaging.image_to_tensor(rgb), style, mix, strength, preserve_colors)
+        out = self.apply_tensor(imaging.image_to_tensor(rgb), style, mix, strength, preserve_colors, tile, memory_limit)
         return imaging.tensor_to_image(out)
 
     def apply_file(
@@ -209,6 +221,8 @@ class Stylizer:
         fmt: str | None = None,
         quality: int = ImageConfig.quality,
         overwrite: bool = False,
+        tile: str | int = "auto",
+        memory_limit: str | int | None = None,
     ) -> ApplyResult:
         """Read ``source``, stylize it and write ``target`` atomically; ``-`` means stdin or stdout.
 
@@ -225,9 +239,11 @@ class Stylizer:
             imaging.check_output(target_text, overwrite=overwrite)
         description = self.describe_style(style, mix)
         _check_strength(strength)
+        tiling.parse_tile(tile)
+        tiling.parse_memory_size(memory_limit)
         data: Any = sys.stdin.buffer.read() if source_text == STDIO else source_text
         loaded = imaging.open_image(data, max_pixels=max_pixels, name="stdin" if source_text == STDIO else None)
-        stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size)
+        stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size, tile, memory_limit)
         final = imaging.finish_image(stylized, _resized(loaded, stylized.size), out_format, keep_greyscale=preserve_color and loaded.is_greyscale)
         encoded = imaging.encode_image(
             final, out_format, quality=quality, exif=loaded.exif, icc_profile=loaded.icc_profile

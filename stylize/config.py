@@ -195,3 +195,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How images too large for memory are streamed through the network (see :mod:`stylize.tiling`)."""
+
+    # Side in pixels of a tile, measured in each layer's output: 512 keeps per-tile overhead low and the strip buffers near 0.5 GB at 8000 px wide.
+    tile: int = 512
+    # Smallest tile tried when CUDA runs out of memory and the tile is halved again and again.
+    min_tile: int = 32
+    # Share of MemAvailable (/proc/meminfo) that a CPU run may use when no --memory-limit is given.
+    ram_share: float = 0.5
+    # Share of free GPU memory (torch.cuda.mem_get_info) that a CUDA run may plan to use.
+    gpu_share: float = 0.85
+    # Folder for temporary activation files when the maps do not fit in RAM; None = the system default (TMPDIR).
+    temp_dir: str | None = None

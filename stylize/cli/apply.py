@@ -32,6 +32,8 @@ def apply(
     fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp); default from OUT's extension."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the result."),
+    tile: str = typer.Option("auto", "--tile", help="auto (stream in tiles only when memory is short), off, or a tile side in pixels."),
+    memory_limit: str = typer.Option(None, "--memory-limit", help="Memory budget, e.g. 2GB or 512MiB (default: share of free memory)."),
 ) -> None:
     """Stylize one photo: stylize apply IN OUT."""
     from stylize.api import STDIO, Stylizer
@@ -53,6 +55,8 @@ def apply(
         fmt=fmt,
         quality=quality,
         overwrite=overwrite,
+        tile=tile,
+        memory_limit=memory_limit,
     )
     # With OUT on stdout, the report goes to stderr so that it cannot corrupt the image bytes.
     to_stderr = target == STDIO
