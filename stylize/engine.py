@@ -137,16 +137,20 @@ class Engine:
 
     def forward(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         """Stylize ``images`` (B, 3, H, W) in [0, 1] with ``style_weights`` (S,) or (B, S); float32 result on the CPU."""
-        images = images.to(self.device, non_blocking=True)
         try:
-            with torch.inference_mode():
-                out = self._forward_optimized(images, style_weights) if self.optimize else self._forward_plain(images, style_weights)
+            return self.run(images, style_weights)
         except torch.OutOfMemoryError:
             raise StylizeError(
                 f"out of memory on {self.device} for a {images.shape[-1]}x{images.shape[-2]} image",
-                "use --max-size to downscale, or --device cpu",
+                "use --max-size to downscale, --tile auto, or --device cpu",
                 exit_code=EXIT_FAILURE,
             ) from None
+
+    def run(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` that lets ``torch.OutOfMemoryError`` through, for callers that retry by streaming."""
+        images = images.to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            out = self._forward_optimized(images, style_weights) if self.optimize else self._forward_plain(images, style_weights)
         return out.float().cpu()
 
     def _forward_plain(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:

@@ -664,14 +664,7 @@ def forward(
 
 def _whole(engine, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
     """The engine's whole-image pass, but letting CUDA out-of-memory through so that the caller can stream instead."""
-    images = images.to(engine.device)
-    with torch.inference_mode(), _autocast(engine):
-        return engine.generator(images, style_weights).float().cpu()
-
-
-def _autocast(engine):
-    dtype = engine.autocast_dtype
-    return torch.autocast(engine.device.type, dtype=dtype) if dtype is not None else nullcontext()
+    return engine.run(images, style_weights)
 
 
 def _stream_with_retry(engine, image: torch.Tensor, style_weights: torch.Tensor, decision: Decision, config: TilingConfig) -> torch.Tensor:
