@@ -28,16 +28,38 @@ def apply(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
     quality: int = typer.Option(ImageConfig.quality, "--quality", min=1, max=100, help="JPEG/WebP quality."),
-    fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp); default from OUT's extension."),
+    fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp; folders: same); default: OUT's extension."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the result."),
-) -> None:
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Folders: include subfolders (the tree is mirrored under OUTDIR)."),
+    ext: str = typer.Option(None, "--ext", help="Folders: extensions to convert, e.g. jpg,png (default: jpg,jpeg,png,webp,tif,tiff,bmp)."),
+    suffix: str = typer.Option("", "--suffix", help="Folders: text appended to each output's stem, e.g. _styled."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Folders: images of equal size run together (default 4 on CPU, 8 on CUDA)."),
+    workers: int = typer.Option(None, "--workers", min=0, help="Folders: decoding processes (default: half the CPUs; 0 decodes in-process)."),
+    report: str = typer.Option(None, "--report", help="Folders: write a JSON report (one record per file) to this file."),
+) -> int | None:
     """Stylize one photo: stylize apply IN OUT."""
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
 
     if source != STDIO and Path(source).is_dir():
-        raise StylizeError(f"{source} is a folder", "folder conversion needs an output folder: stylize apply DIR OUTDIR")
+        from stylize.batch import BatchOptions, parse_extensions
+        from stylize.cli.folder import apply_folder
+
+        if target == STDIO:
+            raise StylizeError(f"{source} is a folder", "folder conversion needs an output folder: stylize apply DIR OUTDIR")
+        options = BatchOptions(
+            style=style, mix=mix, strength=strength, preserve_color=preserve_color, max_size=max_size, max_pixels=max_pixels,
+            quality=quality, fmt=(fmt or "same").lower().lstrip("."), suffix=suffix, recursive=recursive,
+            extensions=parse_extensions(ext), batch_size=batch_size, workers=workers, overwrite=overwrite,
+        )  # fmt: skip
+        return apply_folder(
+            source, target, model=model, device=device, precision=precision, options=options, report=report, as_json=as_json
+        )
+    folder_only = {"--ext": ext, "--suffix": suffix, "--batch-size": batch_size, "--workers": workers, "--report": report}
+    given = [name for name, value in folder_only.items() if value]
+    if given:
+        raise StylizeError(f"{', '.join(given)} only apply to folders", "stylize apply DIR OUTDIR ... converts a folder")
     stylizer = Stylizer.load(model, device=device, precision=precision)
     result = stylizer.apply_file(
         source,
