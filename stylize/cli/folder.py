@@ -81,10 +81,7 @@ def _print_summary(summary: BatchSummary, world: int) -> None:
     out.print(table)
     info: dict[str, Any] = summary.info
     out.print(f"{info.get('model')} style {info.get('style')} on {info.get('device')} {info.get('precision')}")
-    if summary.failures:
-        failures = Table(title="failed files", show_lines=False)
-        failures.add_column("file")
-        failures.add_column("reason")
+    if summary.failures:  # plain lines, not a table: long paths stay whole and can be copied
+        out.print(f"[bold red]{summary.failed} failed:[/bold red]", markup=True)
         for record in summary.failures:
-            failures.add_row(record.input, record.reason or "")
-        out.print(failures)
+            out.print(f"  {record.input}: {record.reason}", markup=False)
