@@ -309,6 +309,7 @@ class DecodedFile:
 
     job: Job
     pixels: torch.Tensor | None = None  # (3, H, W) uint8, after --max-size
+    jpeg: torch.Tensor | None = None  # the file's bytes (1-D uint8) when the GPU decodes it (see decode_job)
     alpha: np.ndarray | None = None  # (H, W) uint8 at the pixels' size, or None
     source_mode: str = "RGB"
     exif: bytes | None = None
@@ -320,6 +321,8 @@ class DecodedFile:
         """Called by the DataLoader with ``pin_memory=True`` (CUDA): page-locked pixels copy asynchronously."""
         if self.pixels is not None:
             self.pixels = self.pixels.pin_memory()
+        if self.jpeg is not None:
+            self.jpeg = self.jpeg.pin_memory()
         return self
 
     @property
@@ -331,22 +334,32 @@ class DecodedFile:
 class _DecodeDataset(torch.utils.data.Dataset):
     """Decodes job ``i`` into a :class:`DecodedFile`; never raises for a bad file."""
 
-    def __init__(self, jobs: Sequence[Job], options: BatchOptions) -> None:
+    def __init__(self, jobs: Sequence[Job], options: BatchOptions, gpu_jpeg: bool = False) -> None:
         self.jobs = list(jobs)
         self.options = options
+        self.gpu_jpeg = gpu_jpeg
 
     def __len__(self) -> int:
         return len(self.jobs)
 
     def __getitem__(self, i: int) -> DecodedFile:
-        return decode_job(self.jobs[i], self.options)
+        return decode_job(self.jobs[i], self.options, self.gpu_jpeg)
 
 
-def decode_job(job: Job, options: BatchOptions) -> DecodedFile:
-    """Open, decode and downscale one file; a failure becomes ``DecodedFile.error`` (its reason)."""
+def decode_job(job: Job, options: BatchOptions, gpu_jpeg: bool = False) -> DecodedFile:
+    """Open, decode and downscale one file; a failure becomes ``DecodedFile.error`` (its reason).
+
+    With ``gpu_jpeg``, a plain JPEG (RGB or grey, upright, within the pixel limit, no downscaling needed) is only read
+    here and decoded on the GPU by the main process (:func:`_decode_on_device`); anything else decodes here.
+    """
     from stylize.api import _fit  # the single-image path's resize, so folders and files give the same pixels
 
     started = time.perf_counter()
+    if gpu_jpeg:
+        deferred = _read_plain_jpeg(job, options)
+        if deferred is not None:
+            deferred.seconds = time.perf_counter() - started
+            return deferred
     try:
         loaded = imaging.open_image(job.source, max_pixels=options.max_pixels)
         rgb = _fit(loaded.rgb, options.max_size)
@@ -372,6 +385,50 @@ def decode_job(job: Job, options: BatchOptions) -> DecodedFile:
     )
 
 
+def _read_plain_jpeg(job: Job, options: BatchOptions) -> DecodedFile | None:
+    """The file's bytes and metadata when the GPU can decode it exactly as Pillow would, else None."""
+    try:
+        with Image.open(job.source) as image:
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return None
+            width, height = image.size
+            if width * height > options.max_pixels or (options.max_size and max(width, height) > options.max_size):
+                return None
+            exif, orientation = imaging._read_exif(image)  # the same EXIF handling as open_image
+            if orientation != 1 or min(width, height) < MIN_SIDE:
+                return None
+            icc = image.info.get("icc_profile") or None
+            mode = image.mode
+        data = torch.from_numpy(np.fromfile(job.source, dtype=np.uint8))
+    except Exception:  # noqa: BLE001 - let the ordinary decoder produce the error message
+        return None
+    return DecodedFile(job, jpeg=data, source_mode=mode, exif=exif, icc_profile=icc)
+
+
+def _decode_on_device(item: DecodedFile, device: torch.device, options: BatchOptions) -> DecodedFile:
+    """Decode a deferred JPEG with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``); fall back to Pillow."""
+    if item.jpeg is None:
+        return item
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg  # only this path needs torchvision
+
+        item.pixels = decode_jpeg(item.jpeg, mode=ImageReadMode.RGB, device=device)  # (3, H, W) uint8 on the GPU
+        item.jpeg = None
+        return item
+    except Exception:  # noqa: BLE001 - a JPEG nvJPEG cannot take (progressive, damaged) still decodes on the CPU
+        return decode_job(item.job, options)
+
+
+def _gpu_jpeg_available(device: torch.device) -> bool:
+    if device.type != "cuda" or os.environ.get("STYLIZE_GPU_DECODE", "1") == "0":
+        return False
+    try:
+        from torchvision.io import decode_jpeg  # noqa: F401
+    except Exception:  # noqa: BLE001 - torchvision missing or built without image support
+        return False
+    return True
+
+
 def collate_records(items: list[DecodedFile]) -> list[DecodedFile]:
     """The loader's collate: keep per-file records (sizes differ and failures ride along); batching happens later."""
     return items
@@ -382,21 +439,24 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def _decoded_stream(jobs: Sequence[Job], options: BatchOptions, workers: int, pin: bool) -> Iterator[DecodedFile]:
+def _decoded_stream(jobs: Sequence[Job], options: BatchOptions, workers: int, device: torch.device) -> Iterator[DecodedFile]:
     if not jobs:
         return
+    on_cuda = device.type == "cuda"
+    gpu_jpeg = _gpu_jpeg_available(device)
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(jobs, options),
+        _DecodeDataset(jobs, options, gpu_jpeg),
         batch_size=1,
         shuffle=False,
         num_workers=workers,
         collate_fn=collate_records,
-        pin_memory=pin,
+        pin_memory=on_cuda,
         prefetch_factor=2 if workers else None,
         in_order=False,  # a slow file must not hold up the rest; results are keyed by job
     )
     for items in loader:
-        yield from items
+        for item in items:
+            yield _decode_on_device(item, device, options) if gpu_jpeg else item
 
 
 # ---------------------------------------------------------------------------------------------------------- batching
@@ -441,10 +501,12 @@ def _stack_padded(items: list[DecodedFile]) -> torch.Tensor:
     The generator pads to a multiple of 4 the same way, so each image gives exactly what it gives alone.
     """
     height, width = items[0].padded_size
+    # GPU-decoded JPEGs are already on the device; the others join them there
+    device = next((item.pixels.device for item in items if item.pixels.device.type != "cpu"), torch.device("cpu"))
     padded = []
     for item in items:
         _, h, w = item.pixels.shape
-        pixels = item.pixels.unsqueeze(0)
+        pixels = item.pixels.unsqueeze(0).to(device, non_blocking=True)
         if (h, w) != (height, width):
             # reflect padding is not implemented for uint8; pad as float and round back (exact for integers)
             pixels = F.pad(pixels.float(), (0, width - w, 0, height - h), mode="reflect").to(torch.uint8)
@@ -613,7 +675,7 @@ def _run_jobs(
             future = pool.submit(_write_result, item, result, options, share)
             future.add_done_callback(lambda f: (finished.put(f.result()), in_flight.release()))
 
-        stream = _decoded_stream(todo, options, workers, pin=on_cuda)
+        stream = _decoded_stream(todo, options, workers, device)
         for batch in group_batches(stream, batch_size, budget, buffer_size=2 * batch_size):
             drain()
             if batch[0].error is not None:
@@ -639,11 +701,12 @@ def _run_jobs(
 def _stylize(engine: Any, batch: list[DecodedFile], weights: torch.Tensor, options: BatchOptions) -> list[torch.Tensor]:
     """Run one batch through the network; returns each image's ``(3, h, w)`` float32 CPU result, blended as asked."""
     stacked = _stack_padded(batch)  # (B, 3, Hp, Wp) uint8, pinned on CUDA when the loader pinned the parts
-    if engine.device.type == "cuda":
+    if engine.device.type == "cuda" and stacked.device.type == "cpu":
         stacked = stacked.pin_memory().to(engine.device, non_blocking=True)
     photos = stacked.float().div_(255.0)
     out = engine.forward(photos, weights)  # (B, 3, Hp, Wp) float32 on the CPU
-    photos = photos.cpu()
+    if options.preserve_color or options.strength < 1.0:
+        photos = photos.cpu()  # blending needs the photo next to the result
     if options.preserve_color:
         out = preserve_color(out, photos)
     out = blend(out, photos, options.strength)

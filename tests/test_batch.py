@@ -212,3 +212,35 @@ def test_plan_refuses_a_bad_suffix_and_format(tmp_path):
         plan(tmp_path / "in", tmp_path / "out", BatchOptions(suffix="a/b"))
     with pytest.raises(StylizeError, match="format"):
         plan(tmp_path / "in", tmp_path / "out", BatchOptions(fmt="gif"))
+
+
+def test_a_padded_batch_gives_each_image_what_it_gives_alone(tmp_path):
+    from stylize.api import Stylizer
+    from stylize.batch import _stylize
+
+    stylizer = Stylizer.load(device="cpu", precision="fp32")
+    weights = stylizer.style_weights("5")
+    torch.manual_seed(1)
+    items = [decoded(0, (30, 37)), decoded(1, (32, 40))]
+    for item in items:
+        item.pixels = torch.randint(0, 256, item.pixels.shape, dtype=torch.uint8)
+    together = _stylize(stylizer.engine, items, weights, BatchOptions())
+    for item, result in zip(items, together, strict=True):
+        alone = stylizer.apply_tensor(item.pixels.float().div(255).unsqueeze(0), style="5")[0]
+        assert result.shape == alone.shape
+        assert torch.allclose(result, alone, atol=1e-5)
+
+
+def test_plain_jpegs_are_deferred_to_the_gpu_decoder_and_others_are_not(tmp_path):
+    from stylize.batch import _read_plain_jpeg
+
+    plain = make_photo(tmp_path / "plain.jpg", (40, 32))
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(plain).save(rotated, exif=exif)
+    job = Job(0, plain, tmp_path / "o.jpg", "JPEG")
+    deferred = _read_plain_jpeg(job, BatchOptions())
+    assert deferred is not None and deferred.jpeg.numel() == plain.stat().st_size
+    assert _read_plain_jpeg(Job(1, rotated, tmp_path / "r.jpg", "JPEG"), BatchOptions()) is None
+    assert _read_plain_jpeg(job, BatchOptions(max_size=20)) is None  # needs downscaling: Pillow does it
