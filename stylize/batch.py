@@ -43,8 +43,9 @@ from stylize.network import MIN_SIDE, SIZE_MULTIPLE
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
 #: ``--format`` values for folders; ``same`` keeps each file's own format (PNG for formats stylize cannot write).
 FOLDER_FORMATS = ("same", "jpg", "png", "webp", "tif", "bmp")
-#: Most padded pixels one batch may hold on the CPU (about four 1024x1024 images); GPUs get more. Keeps RSS flat.
-CPU_BATCH_PIXELS = 4 * 1024 * 1024
+#: Most padded pixels one batch may hold on the CPU (two 1024x1024 images: batching gains little on a CPU and costs
+#: RSS); GPUs get more.
+CPU_BATCH_PIXELS = 2 * 1024 * 1024
 CUDA_BATCH_PIXELS = 32 * 1024 * 1024
 #: Hidden test hook: seconds to sleep per stylized image, so that a test can kill a run in the middle.
 SLOW_ENV = "_STYLIZE_TEST_SECONDS_PER_IMAGE"
@@ -271,25 +272,33 @@ def plan(source_dir: str | os.PathLike, out_dir: str | os.PathLike, options: Bat
                     f"output {imaging.display_path(given_out / output)} would replace its input: OUTDIR is DIR or contains it",
                     "choose an OUTDIR outside DIR, or pass --suffix _styled (or a --format other than the inputs')",
                 )
-        # Files that are the output of another input are results of an earlier run, never inputs.
-        previous = {out_root / output for _, output, _ in mapped} & sources
-        mapped = [entry for entry in mapped if root / entry[0] not in previous]
+        targets = {out_root / output for _, output, _ in mapped}
+        if out_root != root and targets & sources:  # DIR inside OUTDIR: DIR/x.jpg may be the output of DIR/DIR/x.jpg
+            clash = min(targets & sources)
+            raise StylizeError(
+                f"output {imaging.display_path(clash)} would replace an input: DIR lies inside OUTDIR",
+                "choose an OUTDIR outside DIR",
+            )
+        # OUTDIR is DIR: files that are the output of another input (x_styled.jpg of x.jpg) are results of an
+        # earlier run, never inputs.
+        mapped = [entry for entry in mapped if root / entry[0] not in targets]
     return [Job(i, given_root / rel, given_out / out, fmt) for i, (rel, out, fmt) in enumerate(mapped)]
 
 
-def _check_target(job: Job, out_root: Path, claimed: set[Path], overwrite: bool) -> FileRecord | None:
+def _check_target(job: Job, out_root: Path, inputs: set[Path], claimed: dict[Path, int], overwrite: bool) -> FileRecord | None:
     """A ``failed`` or ``skipped`` record when ``job`` must not run, else None."""
 
     def record(status: Status, reason: str | None) -> FileRecord:
         return FileRecord(str(job.source), str(job.target), status, reason)
 
-    if job.target in claimed:
-        return record("failed", "another input has the same output name (same stem, different extension)")
-    claimed.add(job.target)
     try:
         resolved = job.target.resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on Python < 3.13
         return record("failed", f"cannot resolve the output path: {exc}")
+    if claimed.get(resolved, job.index) != job.index:
+        return record("failed", "another input has the same output name (same stem, different extension)")
+    if resolved in inputs:
+        return record("failed", "output would replace another input file (inputs are never overwritten)")
     if not _inside(resolved, out_root):
         return record("failed", f"output path leaves OUTDIR through a symlink (to {imaging.display_path(resolved)})")
     if os.path.lexists(job.target):
@@ -432,6 +441,11 @@ def _gpu_jpeg_available(device: torch.device) -> bool:
 def collate_records(items: list[DecodedFile]) -> list[DecodedFile]:
     """The loader's collate: keep per-file records (sizes differ and failures ride along); batching happens later."""
     return items
+
+
+def _batch_size(options: BatchOptions, device: torch.device) -> int:
+    """``--batch-size``, else 8 on CUDA and 4 elsewhere (then capped per batch by the pixel budget)."""
+    return options.batch_size or (8 if device.type == "cuda" else 4)
 
 
 def default_workers() -> int:
@@ -585,6 +599,8 @@ def run_batch(
     weights = stylizer.style_weights(options.style, options.mix)  # bad styles fail before any work
     if not 0.0 <= options.strength <= 1.0:
         raise StylizeError(f"strength must be between 0 and 1, got {options.strength}", "e.g. --strength 0.7")
+    if report is not None and not Path(report).parent.is_dir():
+        raise StylizeError(f"cannot write the report {imaging.display_path(report)}: its folder does not exist", "create it first")
     jobs = plan(source_dir, out_dir, options)
     out_root = Path(out_dir).resolve()
     group = _ProcessGroup()
@@ -597,13 +613,12 @@ def run_batch(
             imaging.remove_stale_temporaries(out_root)
         group.barrier()  # no rank writes before the stale temporaries are gone
         mine = jobs[group.rank :: group.world]
-        records = _run_jobs(stylizer, mine, out_root, options, weights, on_progress)
+        records = _run_jobs(stylizer, mine, jobs, out_root, options, weights, on_progress)
         elapsed = time.perf_counter() - started
         gathered = group.gather((records, elapsed))
     finally:
         group.close()
     all_records = sorted((r for part, _ in gathered for r in part), key=lambda r: r.input)
-    batch_size = options.batch_size or (8 if stylizer.engine.device.type == "cuda" else 4)
     summary = BatchSummary(
         all_records,
         seconds=max(seconds for _, seconds in gathered),
@@ -613,7 +628,7 @@ def run_batch(
             "style": stylizer.describe_style(options.style, options.mix),
             "device": stylizer.device,
             "precision": stylizer.precision,
-            "batch_size": batch_size,
+            "batch_size": _batch_size(options, stylizer.engine.device),
             "workers": default_workers() if options.workers is None else options.workers,
         },
     )
@@ -627,6 +642,7 @@ def run_batch(
 def _run_jobs(
     stylizer: Any,
     jobs: list[Job],
+    all_jobs: list[Job],
     out_root: Path,
     options: BatchOptions,
     weights: torch.Tensor,
@@ -636,7 +652,7 @@ def _run_jobs(
     device: torch.device = engine.device
     on_cuda = device.type == "cuda"
     workers = default_workers() if options.workers is None else options.workers
-    batch_size = options.batch_size or (8 if on_cuda else 4)
+    batch_size = _batch_size(options, device)
     budget = CUDA_BATCH_PIXELS if on_cuda else CPU_BATCH_PIXELS
     slow = float(os.environ.get(SLOW_ENV, "0") or 0)
 
@@ -657,10 +673,17 @@ def _run_jobs(
 
     if on_progress is not None:
         on_progress(len(jobs), None)
-    claimed: set[Path] = set()
+    # Decided over all ranks' jobs, so that two inputs with one output name collide the same way under torchrun.
+    inputs = {job.source.resolve() for job in all_jobs}
+    claimed: dict[Path, int] = {}  # resolved output -> index of the first job that writes it
+    for job in all_jobs:
+        try:
+            claimed.setdefault(job.target.resolve(), job.index)
+        except (OSError, RuntimeError):
+            pass
     todo: list[Job] = []
     for job in jobs:
-        verdict = _check_target(job, out_root, claimed, options.overwrite)
+        verdict = _check_target(job, out_root, inputs, claimed, options.overwrite)
         if verdict is None:
             todo.append(job)
         else:

@@ -85,40 +85,56 @@ def test_nested_mixed_folder_bad_files_report_and_rerun(tmp_path, tree):
     assert (out / "a.jpg").stat().st_mtime_ns > before["a.jpg"]
 
 
-def test_suffix_format_and_all_good_exit_zero(tmp_path):
+def test_suffix_format_and_colliding_output_names(tmp_path):
     root = tmp_path / "in"
     make_photo(root / "x.jpg")
+    make_photo(root / "x.png")
     make_photo(root / "y.bmp", (30, 24))
     out = tmp_path / "out"
     result = run_cli("apply", str(root), str(out), "--suffix", "_s", "--format", "webp", "--style", "3", "--json", *FAST)
-    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert result.returncode == 1 and summary["style"] == "3"
     assert outputs(out) == {"x_s.webp", "y_s.webp"}
-    assert json.loads(result.stdout)["style"] == "3"
+    assert [Path(f["input"]).name for f in summary["failures"]] == ["x.png"]  # x.jpg came first and got x_s.webp
+    assert "same output name" in summary["failures"][0]["reason"]
+
+    good = run_cli("apply", str(root), str(tmp_path / "out2"), "--ext", "bmp", "--json", *FAST)
+    assert good.returncode == 0 and json.loads(good.stdout)["done"] == 1
 
 
-def test_outdir_equal_to_dir_needs_distinct_names_and_ignores_previous_outputs(tmp_path):
+@pytest.fixture(scope="module")
+def stylizer():
+    from stylize.api import Stylizer
+
+    return Stylizer.load(device="cpu")
+
+
+def run_in_process(stylizer, source: Path, target: Path, **options):
+    from stylize.batch import run_batch
+
+    return run_batch(stylizer, source, target, BatchOptions(workers=0, **options))
+
+
+def test_outdir_equal_to_dir_needs_distinct_names_and_ignores_previous_outputs(tmp_path, stylizer):
     root = tmp_path / "in"
     make_photo(root / "x.png")
-    refused = run_cli("apply", str(root), str(root), *FAST)
-    assert refused.returncode == 2 and b"would replace its input" in refused.stderr
-    for _ in range(2):  # the second run must not take x_s.png for an input
-        result = run_cli("apply", str(root), str(root), "--suffix", "_s", "--json", *FAST)
-        assert result.returncode == 0, result.stderr
-    assert outputs(root) == {"x.png", "x_s.png"}
-    assert json.loads(result.stdout)["skipped"] == 1
+    with pytest.raises(StylizeError, match="would replace its input"):
+        run_in_process(stylizer, root, root)
+    summaries = [run_in_process(stylizer, root, root, suffix="_s") for _ in range(2)]
+    assert outputs(root) == {"x.png", "x_s.png"}  # the second run did not take x_s.png for an input
+    assert (summaries[0].done, summaries[1].skipped, len(summaries[1].records)) == (1, 1, 1)
 
 
-def test_outdir_inside_dir_is_not_read_back(tmp_path):
+def test_outdir_inside_dir_is_not_read_back(tmp_path, stylizer):
     root = tmp_path / "in"
     make_photo(root / "x.png")
-    out = root / "styled"
     for _ in range(2):
-        result = run_cli("apply", str(root), str(out), "--json", *FAST)
-        assert result.returncode == 0, result.stderr
+        summary = run_in_process(stylizer, root, root / "styled")
+        assert len(summary.records) == 1 and summary.failed == 0
     assert outputs(root) == {"x.png", "styled/x.png"}
 
 
-def test_output_escaping_through_a_symlink_is_refused(tmp_path):
+def test_output_escaping_through_a_symlink_is_refused(tmp_path, stylizer):
     root = tmp_path / "in"
     make_photo(root / "sub" / "x.png")
     make_photo(root / "y.png")
@@ -128,11 +144,9 @@ def test_output_escaping_through_a_symlink_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "sub").symlink_to(outside, target_is_directory=True)
-    result = run_cli("apply", str(root), str(out), "--json", *FAST)
-    summary = json.loads(result.stdout)
-    assert result.returncode == 1
-    assert summary["done"] == 1 and summary["failed"] == 1
-    assert "leaves OUTDIR" in summary["failures"][0]["reason"]
+    summary = run_in_process(stylizer, root, out)
+    assert (summary.done, summary.failed, summary.exit_code) == (1, 1, 1)
+    assert "leaves OUTDIR" in summary.failures[0].reason
     assert list(outside.iterdir()) == []
 
 
@@ -204,6 +218,14 @@ def test_batches_group_equal_padded_sizes_and_large_images_go_alone():
     batches = list(group_batches(iter([*items, failed]), batch_size=3, max_batch_pixels=100_000, buffer_size=8))
     as_ids = sorted(sorted(item.job.index for item in batch) for batch in batches)
     assert as_ids == [[0, 1, 3], [2], [4], [5]]  # 30x38 pads to 32x40; 500x500 exceeds the pixel budget
+
+
+def test_plan_refuses_dir_inside_outdir_when_an_output_would_be_an_input(tmp_path):
+    make_photo(tmp_path / "photos" / "x.png")
+    make_photo(tmp_path / "photos" / "photos" / "x.png")  # its output would be photos/x.png, an input
+    with pytest.raises(StylizeError, match="DIR lies inside OUTDIR"):
+        plan(tmp_path / "photos", tmp_path, BatchOptions())
+    assert len(plan(tmp_path / "photos", tmp_path, BatchOptions(suffix="_s"))) == 2
 
 
 def test_plan_refuses_a_bad_suffix_and_format(tmp_path):
