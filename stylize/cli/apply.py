@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def apply(
-    source: str = typer.Argument(..., metavar="IN", help="Photo to stylize ('-' reads stdin)."),
-    target: str = typer.Argument(..., metavar="OUT", help="Where to write the result ('-' writes stdout); the extension picks the format."),
+    source: str = typer.Argument(..., metavar="IN", help="Photo to stylize ('-' reads stdin), or a folder of photos."),
+    target: str = typer.Argument(..., metavar="OUT", help="Output file ('-' writes stdout; the extension picks the format), or an output folder."),
     model: str = typer.Option(None, "--model", "-m", help="Model name or file (default: the bundled multistyle26)."),
     style: str = typer.Option(None, "--style", "-s", help="Style name or index (default: the model's default style)."),
     mix: str = typer.Option(None, "--mix", help="Blend of styles, e.g. 3:0.5,12:0.5 (weights are normalised to sum 1)."),
@@ -38,7 +38,7 @@ def apply(
     workers: int = typer.Option(None, "--workers", min=0, help="Folders: decoding processes (default: half the CPUs; 0 decodes in-process)."),
     report: str = typer.Option(None, "--report", help="Folders: write a JSON report (one record per file) to this file."),
 ) -> int | None:
-    """Stylize one photo: stylize apply IN OUT."""
+    """Stylize one photo (stylize apply IN OUT) or a folder of photos (stylize apply DIR OUTDIR)."""
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
 
