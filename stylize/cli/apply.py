@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
 
 
 def apply(
-    source: str = typer.Argument(..., metavar="IN", help="Photo to stylize ('-' reads stdin)."),
-    target: str = typer.Argument(..., metavar="OUT", help="Where to write the result ('-' writes stdout); the extension picks the format."),
+    source: str = typer.Argument(..., metavar="IN", help="Photo to stylize ('-' reads stdin), or a folder of photos."),
+    target: str = typer.Argument(..., metavar="OUT", help="Output file ('-' writes stdout; the extension picks the format), or an output folder."),
     model: str = typer.Option(None, "--model", "-m", help="Model name or file (default: the bundled multistyle26)."),
     style: str = typer.Option(None, "--style", "-s", help="Style name or index (default: the model's default style)."),
     mix: str = typer.Option(None, "--mix", help="Blend of styles, e.g. 3:0.5,12:0.5 (weights are normalised to sum 1)."),
@@ -29,19 +29,42 @@ def apply(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
     quality: int = typer.Option(ImageConfig.quality, "--quality", min=1, max=100, help="JPEG/WebP quality."),
-    fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp); default from OUT's extension."),
+    fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp; folders: same); default: OUT's extension."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the result."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Folders: include subfolders (the tree is mirrored under OUTDIR)."),
+    ext: str = typer.Option(None, "--ext", help="Folders: extensions to convert, e.g. jpg,png (default: jpg,jpeg,png,webp,tif,tiff,bmp)."),
+    suffix: str = typer.Option("", "--suffix", help="Folders: text appended to each output's stem, e.g. _styled."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Folders: images of equal size run together (default 4 on CPU, 8 on CUDA)."),
+    workers: int = typer.Option(None, "--workers", min=0, help="Folders: decoding processes (default: half the CPUs; 0 decodes in-process)."),
+    report: str = typer.Option(None, "--report", help="Folders: write a JSON report (one record per file) to this file."),
     tile: str = typer.Option("auto", "--tile", help="auto (stream in tiles only when memory is short), off, or a tile side in pixels."),
     memory_limit: str = typer.Option(None, "--memory-limit", help="Memory budget, e.g. 2GB or 512MiB (default: share of free memory)."),
-) -> None:
-    """Stylize one photo: stylize apply IN OUT."""
+) -> int | None:
+    """Stylize one photo (stylize apply IN OUT) or a folder of photos (stylize apply DIR OUTDIR)."""
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
     from stylize.imaging import display_path
 
     if source != STDIO and os.path.isdir(source):
-        raise StylizeError(f"{source} is a folder", "folder conversion needs an output folder: stylize apply DIR OUTDIR")
+        from stylize.batch import BatchOptions, parse_extensions
+        from stylize.cli.folder import apply_folder
+
+        if target == STDIO:
+            raise StylizeError(f"{source} is a folder", "folder conversion needs an output folder: stylize apply DIR OUTDIR")
+        options = BatchOptions(
+            style=style, mix=mix, strength=strength, preserve_color=preserve_color, max_size=max_size, max_pixels=max_pixels,
+            quality=quality, fmt=(fmt or "same").lower().lstrip("."), suffix=suffix, recursive=recursive,
+            extensions=parse_extensions(ext), batch_size=batch_size, workers=workers, overwrite=overwrite,
+            tile=tile, memory_limit=memory_limit,
+        )  # fmt: skip
+        return apply_folder(
+            source, target, model=model, device=device, precision=precision, options=options, report=report, as_json=as_json
+        )
+    folder_only = {"--ext": ext, "--suffix": suffix, "--batch-size": batch_size, "--workers": workers, "--report": report}
+    given = [name for name, value in folder_only.items() if value]
+    if given:
+        raise StylizeError(f"{', '.join(given)} only apply to folders", "stylize apply DIR OUTDIR ... converts a folder")
     stylizer = Stylizer.load(model, device=device, precision=precision)
     result = stylizer.apply_file(
         source,

@@ -1,0 +1,87 @@
+"""The folder form of ``stylize apply DIR OUTDIR``: progress display and summary around :mod:`stylize.batch`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from stylize.batch import BatchOptions, BatchSummary, FileRecord, distributed_context, rank_device, run_batch
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second since the start."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:.2f} img/s")
+
+
+def apply_folder(
+    source: str, target: str, *, model: str | None, device: str, precision: str, options: BatchOptions, report: str | None, as_json: bool
+) -> int:
+    """Run the batch with a progress display; print the summary; return the exit code (1 when any file failed)."""
+    from stylize.api import Stylizer
+
+    rank, world, _ = distributed_context()
+    stylizer = Stylizer.load(model, device=rank_device(device), precision=precision)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    show = rank == 0  # under torchrun only rank 0 talks; the others work quietly
+    if show and err.is_terminal:
+        with Progress(
+            TextColumn("stylize"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn(), console=err
+        ) as progress:
+            task = progress.add_task("files", total=None)
+
+            def on_progress(total: int, record: FileRecord | None) -> None:
+                progress.update(task, total=total, advance=0 if record is None else 1)
+                if record is not None and record.status == "failed":
+                    progress.console.print(f"[red]failed[/red] {record.input}: {record.reason}", markup=True, highlight=False)
+
+            summary = run_batch(stylizer, source, target, options, on_progress, report)
+    else:
+        count = [0]
+
+        def on_progress(total: int, record: FileRecord | None) -> None:
+            if record is None or not show:
+                return
+            count[0] += 1
+            line = f"[{count[0]}/{total}] {record.status} {record.input}"
+            line += f" -> {record.output} ({record.seconds:.2f} s)" if record.status == "done" else f": {record.reason}"
+            print(line, file=sys.stderr, flush=True)
+
+        summary = run_batch(stylizer, source, target, options, on_progress, report)
+    if show:
+        if as_json:
+            typer.echo(json.dumps(summary.to_dict()))
+        else:
+            _print_summary(summary, world)
+    return summary.exit_code
+
+
+def _print_summary(summary: BatchSummary, world: int) -> None:
+    out = Console(highlight=False, soft_wrap=True)
+    table = Table(title="stylize apply" + (f" ({world} processes)" if world > 1 else ""))
+    for name in ("done", "skipped", "failed", "seconds", "images/s"):
+        table.add_column(name, justify="right")
+    table.add_row(
+        str(summary.done),
+        str(summary.skipped),
+        Text(str(summary.failed), style="red" if summary.failed else ""),
+        f"{summary.seconds:.1f}",
+        f"{summary.images_per_second:.2f}",
+    )
+    out.print(table)
+    info: dict[str, Any] = summary.info
+    out.print(f"{info.get('model')} style {info.get('style')} on {info.get('device')} {info.get('precision')}")
+    if summary.failures:  # plain lines, not a table: long paths stay whole and can be copied
+        out.print(f"[bold red]{summary.failed} failed:[/bold red]", markup=True)
+        for record in summary.failures:
+            out.print(f"  {record.input}: {record.reason}", markup=False)
