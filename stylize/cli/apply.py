@@ -49,9 +49,15 @@ def apply(
     if source != STDIO and os.path.isdir(source):
         from stylize.batch import BatchOptions, parse_extensions
         from stylize.cli.folder import apply_folder
+        from stylize.imaging import OUTPUT_EXTENSIONS
 
+        hint = "folder conversion needs an output folder: stylize apply DIR OUTDIR"
         if target == STDIO:
-            raise StylizeError(f"{source} is a folder", "folder conversion needs an output folder: stylize apply DIR OUTDIR")
+            raise StylizeError(f"{display_path(source)} is a folder", hint)
+        # OUT named like an image file (and not an existing folder) means IN was meant to be a file: say so rather
+        # than create a folder called out.png.
+        if Path(target).suffix.lower() in OUTPUT_EXTENSIONS and not os.path.isdir(target):
+            raise StylizeError(f"{display_path(source)} is a folder, but OUT {display_path(target)} names an image file", hint)
         options = BatchOptions(
             style=style, mix=mix, strength=strength, preserve_color=preserve_color, max_size=max_size, max_pixels=max_pixels,
             quality=quality, fmt=(fmt or "same").lower().lstrip("."), suffix=suffix, recursive=recursive,
