@@ -206,6 +206,8 @@ def _output_extension(source: Path, fmt: str) -> tuple[str, str]:
 def discover(root: Path, extensions: Sequence[str], recursive: bool = True, exclude: Path | None = None) -> list[Path]:
     """Image files under ``root`` (relative paths, sorted), following symlinks but never a folder twice.
 
+    Symlinks with an image extension that cannot be followed are included, so that the run reports them as failed.
+
     Hidden names (``.*``, which includes stylize's temporary files) are ignored; ``exclude`` (the output folder when it
     lies inside ``root``) is not entered. Folders that cannot be listed are skipped.
     """
@@ -235,13 +237,17 @@ def discover(root: Path, extensions: Sequence[str], recursive: bool = True, excl
             if entry.name.startswith("."):
                 continue
             try:
-                if entry.is_dir():
-                    if recursive:
-                        stack.append(relative / entry.name)
-                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in wanted:
-                    found.append(relative / entry.name)
-            except OSError:
-                continue
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:  # a symlink loop
+                is_dir = is_file = False
+            if is_dir:
+                if recursive:
+                    stack.append(relative / entry.name)
+            # A symlink that cannot be followed (dangling, or a loop) is kept, so that it is reported as a failed
+            # file rather than silently left out; other non-files (FIFOs, sockets, devices) are not opened at all.
+            elif (is_file or entry.is_symlink()) and os.path.splitext(entry.name)[1].lower() in wanted:
+                found.append(relative / entry.name)
     return sorted(found, key=lambda p: p.as_posix())
 
 
@@ -678,7 +684,7 @@ def _run_jobs(
     if on_progress is not None:
         on_progress(len(jobs), None)
     # Decided over all ranks' jobs, so that two inputs with one output name collide the same way under torchrun.
-    inputs = {job.source.resolve() for job in all_jobs}
+    inputs = {Path(os.path.realpath(job.source)) for job in all_jobs}  # realpath: no RuntimeError on a symlink loop
     claimed: dict[Path, int] = {}  # resolved output -> index of the first job that writes it
     for job in all_jobs:
         try:
