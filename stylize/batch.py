@@ -622,6 +622,11 @@ def run_batch(
                 raise StylizeError(f"cannot create {imaging.display_path(out_root)}: {exc.strerror or exc}") from exc
             imaging.remove_stale_temporaries(out_root)
         group.barrier()  # no rank writes before the stale temporaries are gone
+        if not os.access(out_root, os.W_OK | os.X_OK):  # one clear error, not one failure per file
+            raise StylizeError(
+                f"cannot write into {imaging.display_path(out_dir)}: the folder is read-only or not yours",
+                "choose a folder you may write to",
+            )
         mine = jobs[group.rank :: group.world]
         records = _run_jobs(stylizer, mine, jobs, out_root, options, weights, on_progress)
         elapsed = time.perf_counter() - started
