@@ -128,7 +128,13 @@ def _run_with_progress(config: TrainConfig, train) -> Path:
     )
     task = progress.add_task("train", total=None, speed=0.0, content=0.0, style=0.0, tv=0.0)
 
+    shown = False  # the bar starts with the first step, so that an error before training stays one line
+
     def on_step(info) -> None:
+        nonlocal shown
+        if not shown:
+            progress.start()
+            shown = True
         progress.update(
             task,
             completed=info.step,
@@ -140,7 +146,8 @@ def _run_with_progress(config: TrainConfig, train) -> Path:
         )
 
     try:
-        with progress:
-            return train(config, on_step=on_step)
+        return train(config, on_step=on_step)
     finally:
+        if shown:
+            progress.stop()
         logger.removeHandler(handler)
