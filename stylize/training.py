@@ -8,6 +8,7 @@ as :class:`StylizeError`.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
@@ -251,6 +252,8 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
     num_styles = len(style_names)
     out = default_out(config, new_names if config.from_model is None else style_names)
     ckpt_path = checkpoint_path(out)
+    if run.is_main:
+        _remove_stale_temporaries(out, ckpt_path)
     generator.to(device=device, memory_format=torch.channels_last)
     parameters = trainable_parameters(generator, first_new)
 
@@ -401,6 +404,20 @@ def _batches(
 def _limit_worker_threads(_worker_id: int) -> None:
     # Decoding is single-threaded PIL work; torch's intra-op threads in workers would only fight the training process.
     torch.set_num_threads(1)
+
+
+def _remove_stale_temporaries(out: Path, ckpt_path: Path) -> None:
+    """Delete the temporary files a killed run of this model left: a half-written checkpoint or model file.
+
+    Only names derived from ``out`` are touched (see :func:`stylize.checkpoint.save_checkpoint` and
+    :func:`stylize.imaging.write_atomic`), so other files in the folder are safe.
+    """
+    from stylize.imaging import TEMP_SUFFIX
+
+    model_prefix = "." + os.fsdecode(os.fsencode(out.name)[:180]) + "."  # write_atomic's temporary name
+    for pattern in (f".{glob.escape(ckpt_path.name)}.*.tmp", f"{glob.escape(model_prefix)}*{TEMP_SUFFIX}"):
+        for path in out.parent.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def _resume_path(resume: str | None, ckpt_path: Path) -> Path | None:
