@@ -208,8 +208,8 @@ def discover(root: Path, extensions: Sequence[str], recursive: bool = True, excl
 
     Symlinks with an image extension that cannot be followed are included, so that the run reports them as failed.
 
-    Hidden names (``.*``, which includes stylize's temporary files) are ignored; ``exclude`` (the output folder when it
-    lies inside ``root``) is not entered. Folders that cannot be listed are skipped.
+    Hidden names (``.*``, which includes stylize's temporary files) are ignored; ``exclude`` (the output folder) is not
+    entered, by whatever path it is reached. Folders that cannot be listed are skipped.
     """
     wanted = {"." + ext for ext in extensions}
     seen: set[tuple[int, int]] = set()
@@ -266,8 +266,8 @@ def plan(source_dir: str | os.PathLike, out_dir: str | os.PathLike, options: Bat
         raise StylizeError(f"output {imaging.display_path(out_root)} exists and is not a folder", "give a folder for OUTDIR")
     given_root, given_out = root, out_root
     root, out_root = root.resolve(), out_root.resolve()
-    out_inside_in = out_root != root and _inside(out_root, root)
-    relatives = discover(root, options.extensions, options.recursive, exclude=out_root if out_inside_in else None)
+    # OUTDIR is never walked for inputs: neither when it lies inside DIR nor when a symlink in DIR leads to it.
+    relatives = discover(root, options.extensions, options.recursive, exclude=out_root if out_root != root else None)
 
     mapped: list[tuple[Path, Path, str]] = []  # (relative input, relative output, Pillow format)
     for relative in relatives:
