@@ -21,6 +21,7 @@ RUNNERS = {
     "subprocess": "subprocess",
     "unprivileged": "subprocess, file permissions enforced",
     "fsize": "subprocess, RLIMIT_FSIZE 1 kB",
+    "kill-9": "subprocess, SIGKILL {moment}; checked after the same command runs again",
 }
 
 
@@ -37,7 +38,9 @@ def render() -> str:
         return cell("`stylize " + " ".join(shown) + "`")
 
     def runner(case) -> str:
-        return f"— ({case.needs})" if case.needs else RUNNERS[case.runner]
+        if case.needs:
+            return f"— ({case.needs})"
+        return RUNNERS[case.runner].format(moment=case.interrupt.moment if case.interrupt else "")
 
     lines = [
         "| # | Case | Input | Command | Expected outcome | Run as |",

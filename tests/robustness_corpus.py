@@ -4,10 +4,12 @@ Every :class:`Case` builds its inputs in an empty work folder, names the ``styli
 relative to the folder) and says what must happen: :class:`Fails` (exit code and a fragment of the one-line error) or
 :class:`Succeeds` (the output file and a property it must have). ``tests/test_robustness.py`` runs every case and also
 checks what holds for all of them: no traceback, inputs unchanged, no partial output, no ``*.stylize-tmp`` left behind.
-``scripts/robustness_table.py`` prints the table in ``docs/robustness.md`` from this list, so the two cannot drift.
+Folder runs that report some files as failed and write the rest use :class:`FilesFail`, which says per case which
+files fail and which are written. ``scripts/robustness_table.py`` prints the table in ``docs/robustness.md`` from this
+list, so the two cannot drift.
 
-To add the folder (issue 3) and training (issue 4) cases, append rows with ``needs="folder"`` or ``needs="train"``;
-they are skipped while that command is missing (see :data:`PENDING`) and run as soon as it exists.
+A case for a command that is not merged yet gets ``needs=KEY`` (a key of :data:`PENDING`, with a :class:`Pending`
+outcome); it is skipped until the command exists.
 """
 
 from __future__ import annotations
@@ -45,15 +47,58 @@ class Fails:
 
 @dataclass(frozen=True)
 class Succeeds:
-    """The command exits 0 and ``check(work_folder)`` holds (it raises AssertionError otherwise)."""
+    """The command exits 0 and ``check(work_folder)`` holds (it raises AssertionError otherwise).
 
-    output: str  # the file the command writes, relative to the work folder
+    Nothing but ``output`` (and the folders it goes into) may appear or change.
+    """
+
+    output: str | tuple[str, ...]  # the file(s) the command writes, relative to the work folder
     check: Callable[[Path], None]
     property: str  # what ``check`` verifies, for the table
     note: str | None = None  # a fragment that must appear on stderr (a warning the user should see)
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.output,) if isinstance(self.output, str) else self.output
+
     def describe(self) -> str:
         return f"exit 0: {self.property}" + (f"; says `{self.note}`" if self.note else "")
+
+
+@dataclass(frozen=True)
+class FilesFail:
+    """A folder run that reports some files as failed and does the others: exit 1, no ``error:`` line.
+
+    For each ``(input, fragment)`` in ``failed`` a line on stderr names the input and contains the fragment; the
+    ``written`` outputs exist and ``check`` holds; nothing else appears or changes (so a failed file has no output,
+    not even a partial one).
+    """
+
+    failed: tuple[tuple[str, str], ...]
+    written: tuple[str, ...]
+    check: Callable[[Path], None]
+    property: str  # what is written, for the table
+
+    def describe(self) -> str:
+        reasons = "; ".join(f"{name}: `{fragment}`" for name, fragment in self.failed)
+        return f"exit 1: {reasons}; {self.property}"
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """For runner "kill-9": how to interrupt the first run before the same command runs again.
+
+    The first run (with ``env`` added) is killed with SIGKILL as soon as ``when(work_folder)`` is true; then
+    ``then(work_folder)`` must hold (what the kill left: nothing partial under a final name). The ``leaves`` files are
+    written next, as a kill in the middle of a write would leave them, so that the rerun must clean them up whatever
+    the moment of the kill was. The case's outcome is checked on the second, uninterrupted run.
+    """
+
+    when: Callable[[Path], bool]
+    then: Callable[[Path], None]
+    moment: str  # when the kill comes, for the table
+    env: tuple[tuple[str, str], ...] = ()
+    leaves: tuple[tuple[str, bytes], ...] = ()  # (path, bytes) of temporaries a kill during a write leaves
 
 
 @dataclass(frozen=True)
@@ -69,14 +114,13 @@ class Pending:
 #: How a case is run. "cli": ``stylize.cli.main`` in this process (fast); "subprocess": the real console entry point;
 #: "unprivileged": a subprocess that file permissions apply to (as root: with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
 #: dropped, so that root is refused like any user), for permission cases;
-#: "fsize": a subprocess whose file-size limit (RLIMIT_FSIZE) is 1 kB, so that writes fail with EFBIG like a full disk.
-RUNNERS = ("cli", "subprocess", "unprivileged", "fsize")
+#: "fsize": a subprocess whose file-size limit (RLIMIT_FSIZE) is 1 kB, so that writes fail with EFBIG like a full disk;
+#: "kill-9": a subprocess killed with SIGKILL part-way (see :class:`Interrupt`), then the same command run again.
+RUNNERS = ("cli", "subprocess", "unprivileged", "fsize", "kill-9")
 
 #: Features some cases need that are not merged yet: the case is skipped with this reason until they exist.
-PENDING = {
-    "folder": "needs folder mode (issue 3: stylize apply DIR OUTDIR)",
-    "train": "needs training (issue 4: stylize train)",
-}
+#: (Folder mode and training have landed; their cases run.)
+PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -85,14 +129,16 @@ class Case:
     input: str  # what the input is, for the table
     build: Callable[[Path], None]  # writes the inputs into the (empty) work folder
     args: tuple[str, ...]  # the stylize command line, paths relative to the work folder
-    expect: Fails | Succeeds | Pending
+    expect: Fails | Succeeds | FilesFail | Pending
     runner: str = "cli"
     needs: str | None = None  # a key of PENDING
     never: tuple[str, ...] = field(default=())  # files that must not exist afterwards (e.g. a marker a payload would create)
+    interrupt: Interrupt | None = None  # runner "kill-9" only
 
     def __post_init__(self) -> None:
         assert self.runner in RUNNERS, self.runner
         assert self.needs is None or self.needs in PENDING, self.needs
+        assert (self.runner == "kill-9") == (self.interrupt is not None), f"{self.name}: kill-9 goes with an Interrupt"
 
 
 # ------------------------------------------------------------------------------------------------------------- builders
@@ -486,27 +532,127 @@ def by_name() -> dict[str, Case]:
     return {case.name: case for case in CASES}
 
 
-def _nothing(folder: Path) -> None:
-    pass
+# ------------------------------------------------------------------------------------------ folder mode (issue 3)
+
+FOLDER = ("--model", TINY, "--workers", "0")  # decode in-process: tiny images, no worker start-up
+KILLED_PHOTOS = [f"in/p{i}.png" for i in range(6)]
 
 
-# Cases for commands that are being built elsewhere. When one lands, give the row a real builder and a Fails/Succeeds
-# outcome, and delete its key from PENDING once every row that needs it is written.
+def photos(*names: str, size: tuple[int, int] = (32, 24)) -> Callable[[Path], None]:
+    def build(folder: Path) -> None:
+        for i, name in enumerate(names):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            picture(*size, seed=i).save(folder / name)
+
+    return build
+
+
+def images_of(size: tuple[int, int], *outputs: str) -> Callable[[Path], None]:
+    def check(folder: Path) -> None:
+        for output in outputs:
+            image_of(size, output=output)(folder)
+
+    return check
+
+
+def final_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` that carry a final name (not hidden: temporaries are ``.name.*.stylize-tmp``)."""
+    return [path for path in folder.rglob("*") if path.is_file() and not path.name.startswith(".")]
+
+
+def some_outputs_exist(folder: Path) -> bool:
+    return (folder / "out").is_dir() and bool(final_files(folder / "out"))
+
+
+def killed_mid_batch(folder: Path) -> None:
+    finished = final_files(folder / "out")
+    assert 1 <= len(finished) < len(KILLED_PHOTOS), f"the kill came too late to test anything: {finished}"
+    for path in finished:  # nothing partial under a final name
+        image_of((32, 24), output=str(path.relative_to(folder)))(folder)
+
+
+# ---------------------------------------------------------------------------------------------- training (issue 4)
+
+TRAIN = ("train", "--style", "style.png", "--content-dir", "content", "--out", "m.safetensors", "--arch", "small",
+         "--image-size", "32", "--style-size", "40", "--batch-size", "1", "--workers", "0", "--preview-every", "0")  # fmt: skip
+TRAIN_STEPS = 16
+
+
+def training_inputs(folder: Path) -> None:
+    photos("content/c0.png", "content/c1.png", "content/sub/c2.jpg", size=(40, 32))(folder)
+    picture(40, 32, seed=9).save(folder / "style.png")
+
+
+def checkpoint_step(folder: Path) -> int:
+    from stylize.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(folder / "m.ckpt")["step"])
+
+
+def killed_mid_training(folder: Path) -> None:
+    assert not (folder / "m.safetensors").exists(), "the kill came after the model was saved"
+    step = checkpoint_step(folder)  # the checkpoint under its final name loads: it is whole
+    assert 0 < step < TRAIN_STEPS, step
+
+
+def trained_to_the_end(folder: Path) -> None:
+    from stylize.modelfile import load_model
+
+    model = load_model(folder / "m.safetensors")
+    assert model.styles == ["style"] and model.training["steps"] == TRAIN_STEPS, model.training
+    assert checkpoint_step(folder) == TRAIN_STEPS
+
+
 CASES += [
-    Case("folder-symlink-loop", "DIR holds a symlink loop and a good photo", _nothing, ("apply", "in", "out"),
-         Pending("the loop is reported as one failed file, the photo is written, exit 1"), needs="folder"),
-    Case("folder-outdir-inside-dir", "OUTDIR is DIR/styled", _nothing, ("apply", "in", "in/styled"),
-         Pending("OUTDIR is skipped when walking DIR: its outputs are never re-stylized"), needs="folder"),
-    Case("folder-escape-dotdot", "a file name or symlink inside DIR that resolves outside OUTDIR", _nothing, ("apply", "in", "out"),
-         Pending("every output path stays under OUTDIR; nothing is written through a symlink"), needs="folder"),
-    Case("folder-disk-full", "writes fail with EFBIG mid-batch", _nothing, ("apply", "in", "out"),
-         Pending("one-line disk-full error, exit 1; finished files complete, no partial file, no *.stylize-tmp"), needs="folder"),
-    Case("folder-read-only-outdir", "OUTDIR is read-only", _nothing, ("apply", "in", "out"),
-         Pending("one-line error before any work, exit 2"), needs="folder"),
-    Case("folder-kill-9", "`kill -9` during `apply DIR OUTDIR`, then the same command again", _nothing, ("apply", "in", "out"),
-         Pending("the rerun completes the job; no partial file under a final name"), needs="folder"),
-    Case("train-kill-9", "`kill -9` during `train`, then the same command again", _nothing, ("train",),
-         Pending("the rerun resumes from the last checkpoint; no partial checkpoint under a final name"), needs="train"),
-    Case("train-broken-style-image", "the style image is a truncated JPEG", _nothing, ("train",),
-         Pending("one-line error before training starts, exit 2"), needs="train"),
+    Case("folder-symlink-loop", "DIR holds a good photo, `loop.jpg` (a link to itself) and `sub/up` (a link to DIR)",
+         with_tiny(steps(photos("in/photo.png"), mkdir("in/sub"), symlink("in/loop.jpg", "loop.jpg"), symlink("in/sub/up", ".."))),
+         ("apply", "in", "out", *FOLDER),
+         FilesFail((("in/loop.jpg", "could not open in/loop.jpg: Too many levels of symbolic links"),), ("out/photo.png",),
+                   images_of((32, 24), "out/photo.png"), "the photo is written once (the folder loop is walked once)")),
+    Case("folder-outdir-inside-dir", "OUTDIR is DIR/styled, which holds an earlier run's output",
+         with_tiny(photos("in/photo.png", "in/styled/old.png")), ("apply", "in", "in/styled", *FOLDER),
+         Succeeds("in/styled/photo.png", images_of((32, 24), "in/styled/photo.png"),
+                  "only in/styled/photo.png is written: OUTDIR's files are not taken for inputs")),
+    Case("folder-outdir-via-link", "DIR holds `up`, a link to its parent, where OUTDIR holds an earlier run's output",
+         with_tiny(steps(photos("in/photo.png", "out/old.png"), symlink("in/up", ".."))), ("apply", "in", "out", *FOLDER),
+         Succeeds("out/photo.png", images_of((32, 24), "out/photo.png"),
+                  "only out/photo.png is written: OUTDIR is not walked through the link")),
+    Case("folder-escape-symlink", "with `--overwrite`: OUTDIR/a.png links to a file outside, OUTDIR/sub to a folder outside",
+         with_tiny(steps(photos("in/a.png", "in/c.png", "in/sub/b.png"), mkdir("elsewhere"), raw("elsewhere/keep.png", KEEP),
+                         mkdir("out"), symlink("out/a.png", "../elsewhere/keep.png"), symlink("out/sub", "../elsewhere"))),
+         ("apply", "in", "out", "--overwrite", *FOLDER),
+         FilesFail((("in/a.png", "output path leaves OUTDIR through a symlink"), ("in/sub/b.png", "leaves OUTDIR")),
+                   ("out/c.png",), images_of((32, 24), "out/c.png"), "c.png is written; nothing outside OUTDIR is"),
+         never=("elsewhere/b.png",)),
+    Case("folder-escape-dotdot", "`--suffix /../../x` (a suffix that would climb out of OUTDIR)", with_tiny(photos("in/a.png")),
+         ("apply", "in", "out", "--suffix", "/../../x", *FOLDER), Fails(2, "may not contain a path separator")),
+    Case("folder-disk-full", "writes fail with EFBIG mid-batch: an 8x8 PNG fits in 1 kB, a 32x24 BMP does not",
+         with_tiny(steps(photos("in/a-small.png", size=(8, 8)), photos("in/b-big.bmp"))), ("apply", "in", "out", *FOLDER),
+         FilesFail((("in/b-big.bmp", "disk full while writing out/b-big.bmp (nothing was written)"),), ("out/a-small.png",),
+                   images_of((8, 8), "out/a-small.png"), "the PNG is written whole"),
+         runner="fsize"),
+    Case("folder-read-only-outdir", "OUTDIR exists with mode 555, run as an ordinary user",
+         with_tiny(steps(photos("in/a.png", "in/b.png"), mkdir("out", 0o555))), ("apply", "in", "out", *FOLDER),
+         Fails(2, "cannot write into out: the folder is read-only or not yours"), runner="unprivileged"),
+    Case("folder-kill-9", "`kill -9` during `apply DIR OUTDIR` (6 photos, 0.5 s each), then the same command again",
+         with_tiny(photos(*KILLED_PHOTOS)), ("apply", "in", "out", "--batch-size", "1", *FOLDER),
+         Succeeds(tuple(name.replace("in/", "out/") for name in KILLED_PHOTOS),
+                  images_of((32, 24), *(name.replace("in/", "out/") for name in KILLED_PHOTOS)),
+                  "after the kill only whole images; the rerun skips them and writes the rest", note="skipped"),
+         runner="kill-9",
+         interrupt=Interrupt(some_outputs_exist, killed_mid_batch, "once the first output exists",
+                             env=(("_STYLIZE_TEST_SECONDS_PER_IMAGE", "0.5"),),
+                             leaves=(("out/.p5.png.deadbeef.stylize-tmp", b"half an image"),))),
+    Case("train-kill-9", f"`kill -9` during `train --resume auto` ({TRAIN_STEPS} tiny steps), then the same command again",
+         training_inputs, (*TRAIN, "--iterations", str(TRAIN_STEPS), "--checkpoint-every", "2", "--resume", "auto"),
+         Succeeds(("m.safetensors", "m.ckpt"), trained_to_the_end,
+                  f"after the kill a whole checkpoint and no model; the rerun resumes and saves a {TRAIN_STEPS}-step model",
+                  note="resumed from"),
+         runner="kill-9", interrupt=Interrupt(lambda folder: (folder / "m.ckpt").exists(), killed_mid_training,
+                                              "once the first checkpoint exists",
+                                              leaves=((".m.ckpt.k1ll3d.tmp", b"half a checkpoint"),
+                                                      (".m.safetensors.deadbeef.stylize-tmp", b"half a model")))),
+    Case("train-broken-style-image", "the style image is a truncated JPEG",
+         steps(training_inputs, raw("cut.jpg", lambda: encoded(picture(64, 48), "JPEG")[:400])),
+         ("train", "--style", "cut.jpg", *TRAIN[3:], "--iterations", "4"), Fails(2, "cannot read style image cut.jpg")),
 ]

@@ -3,7 +3,8 @@
 For every case: the exit code is the expected one; stderr holds no traceback, and a failure is exactly one ``error: ...``
 line with the expected fragment; every file that existed before is unchanged (by SHA-256, symlinks by target); a
 failure creates no file at all (so nothing partial under the final name); no ``*.stylize-tmp`` or other temporary
-is left behind; files a payload would create never appear.
+is left behind; files a payload would create never appear. A folder run that fails some files (:class:`FilesFail`)
+creates exactly the outputs of the others, and each failed file is reported on stderr.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ import hashlib
 import io
 import os
 import resource
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from stylize import cli
-from tests.robustness_corpus import CASES, PENDING, Case, Fails, Pending, Succeeds, picture
+from tests.robustness_corpus import CASES, PENDING, Case, Fails, FilesFail, Pending, Succeeds, picture
 
 REPO = Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -77,16 +81,52 @@ def _small_files() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
 
 
+def _environment(folder: Path, extra: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(folder), "PYTHONDONTWRITEBYTECODE": "1", **dict(extra)}
+    env.pop("STYLIZE_DEBUG", None)
+    return env
+
+
 def run_subprocess(args: tuple[str, ...], folder: Path, runner: str) -> tuple[int, str, str]:
     """``python -m stylize ARGS`` in ``folder``, unprivileged or with a file-size limit when the runner says so."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(folder), "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("STYLIZE_DEBUG", None)
     preexec = {"unprivileged": _without_permission_override if IS_ROOT else None, "fsize": _small_files}.get(runner)
     result = subprocess.run(
-        [sys.executable, "-m", "stylize", *args], cwd=folder, capture_output=True, env=env, timeout=180, preexec_fn=preexec
-    )
+        [sys.executable, "-m", "stylize", *args], cwd=folder, capture_output=True, env=_environment(folder), timeout=180,
+        preexec_fn=preexec,
+    )  # fmt: skip
     decode = lambda data: data.decode("utf-8", "backslashreplace")  # noqa: E731
     return result.returncode, decode(result.stdout), decode(result.stderr)
+
+
+def run_killed_then_again(case: Case, folder: Path) -> tuple[int, str, str]:
+    """Runner "kill-9": start the command, SIGKILL it once ``case.interrupt.when`` holds, check what the kill left
+    (``case.interrupt.then``), add the temporaries a kill mid-write leaves, and return the result of running the same
+    command again."""
+    interrupt = case.interrupt
+    assert interrupt is not None
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: an unread pipe could block the first run
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stylize", *case.args], cwd=folder, env=_environment(folder, interrupt.env),
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while not interrupt.when(folder):
+                if process.poll() is not None:
+                    stderr.seek(0)
+                    pytest.fail(f"the first run ended (exit {process.returncode}) before it could be killed: {stderr.read()!r}")
+                if time.monotonic() > deadline:
+                    pytest.fail("the moment to kill the first run never came")
+                time.sleep(0.01)
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL, f"the first run was not killed (exit {process.returncode})"
+    interrupt.then(folder)
+    for name, data in interrupt.leaves:
+        (folder / name).write_bytes(data)
+    return run_subprocess(case.args, folder, "subprocess")
 
 
 # ------------------------------------------------------------------------------------------------------------ snapshots
@@ -116,6 +156,21 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 # ---------------------------------------------------------------------------------------------------------------- tests
 
 
+def assert_only_written(before: dict[str, tuple], after: dict[str, tuple], outputs: tuple[str, ...]) -> None:
+    """Each of ``outputs`` is now a file; apart from them and new folders they lie in, nothing appeared or changed."""
+    for output in outputs:
+        assert after.get(output, ("missing",))[0] == "file", f"{output} is not a file: {after.get(output)}"
+    made = set(outputs)
+    for output in outputs:  # the folders an output goes into, when the run created them
+        for parent in Path(output).parents:
+            name = parent.as_posix()
+            if name != "." and name not in before and after.get(name, ("",))[0] == "dir":
+                made.add(name)
+    assert {k: v for k, v in after.items() if k not in made} == {k: v for k, v in before.items() if k not in made}, (
+        f"something besides {sorted(outputs)} changed: {sorted(set(after.items()) ^ set(before.items()))}"
+    )
+
+
 def _param(case: Case):
     marks = [pytest.mark.skip(reason=PENDING[case.needs])] if case.needs in PENDING else []
     if isinstance(case.expect, Pending):
@@ -134,6 +189,8 @@ def test_case(case: Case, tmp_path: Path) -> None:
         before = snapshot(folder)
         if case.runner == "cli":
             code, stdout, stderr = run_in_process(case.args, folder)
+        elif case.runner == "kill-9":
+            code, stdout, stderr = run_killed_then_again(case, folder)
         else:
             code, stdout, stderr = run_subprocess(case.args, folder, case.runner)
         after = snapshot(folder)
@@ -147,15 +204,20 @@ def test_case(case: Case, tmp_path: Path) -> None:
             assert len(lines) == 1 and lines[0].startswith("error: "), report
             assert expect.fragment in lines[0], report
             assert after == before, f"a failed run changed the folder: {sorted(set(after.items()) ^ set(before.items()))}"
+        elif isinstance(expect, FilesFail):  # a folder run: the good files are written, the bad ones reported
+            assert code == 1, report
+            assert "error:" not in stderr, report
+            for name, fragment in expect.failed:
+                assert any(name in line and fragment in line for line in stderr.splitlines()), f"{name}: {fragment!r}\n{report}"
+            assert_only_written(before, after, expect.written)
+            expect.check(folder)
         else:
             assert isinstance(expect, Succeeds)
             assert code == 0, report
             assert "error:" not in stderr, report
             if expect.note:
                 assert expect.note in stderr, report
-            assert after.get(expect.output, ("missing",))[0] == "file", f"{expect.output} is not a file: {after.get(expect.output)}"
-            unchanged = {k: v for k, v in before.items() if k != expect.output}
-            assert {k: v for k, v in after.items() if k != expect.output} == unchanged, "an input changed"
+            assert_only_written(before, after, expect.outputs)
             expect.check(folder)
         leftovers = [name for name in after if name.endswith((".stylize-tmp", ".tmp"))]
         assert not leftovers, f"temporary files left behind: {leftovers}"
