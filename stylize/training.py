@@ -28,7 +28,7 @@ from stylize.config import ARCHITECTURES, GeneratorConfig, TrainConfig
 from stylize.errors import EXIT_FAILURE, StylizeError
 from stylize.losses import PerceptualLoss
 from stylize.modelfile import StyleModel, load_model, save_model
-from stylize.network import Generator
+from stylize.network import ConvNormAct, Generator, TransposedConvNormAct
 from stylize.training_data import ContentStream, find_photos, load_crop, load_style_image
 from stylize.vgg import LAYER_NAMES, load_vgg16
 
@@ -173,12 +173,18 @@ def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Genera
 
 
 def trainable_parameters(generator: Generator, first_new_style: int) -> list[nn.Parameter]:
-    """All parameters, or with ``--from`` only the gamma/beta tables with the old rows' gradients zeroed.
+    """The parameters to optimise; with ``--from`` only the gamma/beta tables, the old rows' gradients zeroed.
 
-    Adam turns a gradient that is always zero into an update that is exactly zero, so the old styles stay bit-identical.
+    Conv biases directly followed by instance norm are frozen: the norm subtracts them again, so their true gradient
+    is zero and what backward returns is rounding noise, which Adam would scale up to steps of size ``lr`` (and
+    which differs between one process and several). Adam turns a gradient that is always exactly zero into an
+    update that is exactly zero, so with ``--from`` the old styles stay bit-identical.
     """
+    for module in generator.modules():
+        if isinstance(module, ConvNormAct | TransposedConvNormAct) and module.norm is not None and module.conv.bias is not None:
+            module.conv.bias.requires_grad_(False)
     if first_new_style == 0:
-        return list(generator.parameters())
+        return [parameter for parameter in generator.parameters() if parameter.requires_grad]
     tables = []
     for name, parameter in generator.named_parameters():
         if name.endswith((".gamma", ".beta")):
@@ -313,7 +319,7 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
             style_weights = F.one_hot(style_index, num_styles).float()  # (b, S)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 output = model(images, style_weights)
-                terms = loss_fn(output, images, style_index)
+                terms = loss_fn(output, images, style_index - first_new)  # the loss holds only the styles being trained
             values = torch.stack([terms.content, terms.style, terms.tv]).detach().float()
             if run.world_size > 1:
                 dist.all_reduce(values)  # every rank sees the same losses, so all stop together on NaN
