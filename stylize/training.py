@@ -27,9 +27,9 @@ from torch import nn
 from stylize.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from stylize.config import ARCHITECTURES, GeneratorConfig, TrainConfig
 from stylize.errors import EXIT_FAILURE, StylizeError
-from stylize.losses import PerceptualLoss
+from stylize.losses import LossTerms, PerceptualLoss
 from stylize.modelfile import StyleModel, load_model, save_model
-from stylize.network import Generator
+from stylize.network import ConvNormAct, Generator, TransposedConvNormAct
 from stylize.training_data import ContentStream, find_photos, load_crop, load_style_image
 from stylize.vgg import LAYER_NAMES, load_vgg16
 
@@ -174,12 +174,18 @@ def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Genera
 
 
 def trainable_parameters(generator: Generator, first_new_style: int) -> list[nn.Parameter]:
-    """All parameters, or with ``--from`` only the gamma/beta tables with the old rows' gradients zeroed.
+    """The parameters to optimise; with ``--from`` only the gamma/beta tables, the old rows' gradients zeroed.
 
-    Adam turns a gradient that is always zero into an update that is exactly zero, so the old styles stay bit-identical.
+    Conv biases directly followed by instance norm are frozen: the norm subtracts them again, so their true gradient
+    is zero and what backward returns is rounding noise, which Adam would scale up to steps of size ``lr`` (and
+    which differs between one process and several). Adam turns a gradient that is always exactly zero into an
+    update that is exactly zero, so with ``--from`` the old styles stay bit-identical.
     """
+    for module in generator.modules():
+        if isinstance(module, ConvNormAct | TransposedConvNormAct) and module.norm is not None and module.conv.bias is not None:
+            module.conv.bias.requires_grad_(False)
     if first_new_style == 0:
-        return list(generator.parameters())
+        return [parameter for parameter in generator.parameters() if parameter.requires_grad]
     tables = []
     for name, parameter in generator.named_parameters():
         if name.endswith((".gamma", ".beta")):
@@ -190,6 +196,31 @@ def trainable_parameters(generator: Generator, first_new_style: int) -> list[nn.
         else:
             parameter.requires_grad_(False)
     return tables
+
+
+def compute_losses(
+    model: nn.Module,
+    loss_fn: PerceptualLoss,
+    images: torch.Tensor,
+    style_index: torch.Tensor,
+    num_styles: int,
+    first_new_style: int,
+    autocast_dtype: torch.dtype | None,
+) -> LossTerms:
+    """Forward pass of one training step: stylize ``images`` ``(b, 3, S, S)`` with their styles ``(b,)``, score them."""
+    style_weights = F.one_hot(style_index, num_styles).float()  # (b, S)
+    enabled = autocast_dtype is not None
+    with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
+        output = model(images, style_weights)
+        return loss_fn(output, images, style_index - first_new_style)  # the loss holds only the styles being trained
+
+
+def apply_gradients(terms: LossTerms, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward pass and optimiser step (the scaler is a no-op unless training in fp16)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms.total).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def save_preview(generator: Generator, photos: list[Path], num_styles: int, size: int, path: Path) -> Path:
@@ -313,10 +344,7 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
     try:
         generator.train()
         for images, style_index in batches:
-            style_weights = F.one_hot(style_index, num_styles).float()  # (b, S)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                output = model(images, style_weights)
-                terms = loss_fn(output, images, style_index)
+            terms = compute_losses(model, loss_fn, images, style_index, num_styles, first_new, autocast_dtype)
             values = torch.stack([terms.content, terms.style, terms.tv]).detach().float()
             if run.world_size > 1:
                 dist.all_reduce(values)  # every rank sees the same losses, so all stop together on NaN
@@ -331,10 +359,7 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
                     "lower --lr, use --precision fp32, or check the style and content images; then --resume auto",
                     exit_code=EXIT_FAILURE,
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            apply_gradients(terms, optimizer, scaler)
             step += 1
             window_steps += 1
             last_terms = {"content": content, "style": style, "tv": tv}

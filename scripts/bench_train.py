@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Training throughput: our step (channels_last + autocast) versus a plain fp32 step, in the same run.
+
+Both loops train the same generator (``--arch``, default johnson) against the same bundled VGG16 perceptual loss
+with Adam, at batch 4 and 256x256 by default, on random photos (decoding is not measured). The plain loop is
+what most published scripts do: contiguous tensors, fp32, no autocast. Rounds alternate between the loops so
+that load from other processes on a shared machine hits both alike; the median step time of each is reported.
+
+Also reported: the split of our step between the generator (forward + backward with a trivial loss) and the rest
+(VGG16 forward/backward and the losses), and the achieved fraction of this machine's bf16 matmul ceiling
+(FLOPs of one step counted by torch's FlopCounterMode, divided by step time, divided by the rate of a large
+bf16 matmul measured here). Exits with status 1 when the speed-up misses ``--target`` (3x).
+
+    python scripts/bench_train.py --steps 3 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stylize.config import ARCHITECTURES, LossConfig  # noqa: E402
+from stylize.losses import PerceptualLoss  # noqa: E402
+from stylize.network import Generator  # noqa: E402
+from stylize.training import (  # noqa: E402
+    apply_gradients,
+    compute_losses,
+    resolve_precision,
+    trainable_parameters,
+)
+from stylize.training_data import load_style_image  # noqa: E402
+from stylize.vgg import load_vgg16  # noqa: E402
+
+
+class Loop:
+    """One training configuration: its own generator, optimiser and loss network copy."""
+
+    def __init__(self, arch: str, fast: bool, style: torch.Tensor, batch: int, size: int) -> None:
+        torch.manual_seed(0)
+        self.fast = fast
+        self.dtype = resolve_precision("auto", torch.device("cpu")) if fast else None
+        self.layout = torch.channels_last if fast else torch.contiguous_format
+        self.generator = Generator(ARCHITECTURES[arch]).to(memory_format=self.layout)
+        parameters = trainable_parameters(self.generator, 0) if fast else list(self.generator.parameters())
+        self.optimizer = torch.optim.Adam(parameters, lr=1e-3)
+        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        vgg = load_vgg16().to(memory_format=self.layout)
+        self.loss = PerceptualLoss(vgg, LossConfig())
+        self.loss.set_styles([style])
+        self.images = torch.rand(batch, 3, size, size).contiguous(memory_format=self.layout)
+        self.styles = torch.zeros(batch, dtype=torch.long)
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        terms = compute_losses(self.generator, self.loss, self.images, self.styles, 1, 0, self.dtype)
+        apply_gradients(terms, self.optimizer, self.scaler)
+        return time.perf_counter() - start
+
+    def generator_only(self) -> float:
+        """Generator forward + backward (to its parameters) with a trivial loss: its share of a step."""
+        start = time.perf_counter()
+        weights = torch.ones(self.images.shape[0], 1)
+        with torch.autocast("cpu", dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            output = self.generator(self.images, weights)
+        output.float().mean().backward()
+        self.generator.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    def flops(self) -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            terms = compute_losses(self.generator, self.loss, self.images, self.styles, 1, 0, self.dtype)
+            terms.total.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+
+def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a ``size``-square matmul in ``dtype``: the compute ceiling a conv net can approach."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="johnson", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per loop per round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both loops")
+    parser.add_argument("--target", type=float, default=3.0, help="required speed-up of ours over plain fp32")
+    args = parser.parse_args()
+
+    _, style = load_style_image("starry_night", 512)
+    loops = {
+        "ours": Loop(args.arch, True, style, args.batch, args.size),
+        "plain fp32": Loop(args.arch, False, style, args.batch, args.size),
+    }
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    generator_times: dict[str, list[float]] = {name: [] for name in loops}
+    for loop in loops.values():  # warm-up: oneDNN picks and caches kernels on first use
+        loop.step()
+        loop.generator_only()
+    for _ in range(args.rounds):
+        for name, loop in loops.items():
+            times[name] += [loop.step() for _ in range(args.steps)]
+            generator_times[name].append(loop.generator_only())
+    flops = loops["ours"].flops()
+    bf16_ceiling = matmul_ceiling(torch.bfloat16)
+    fp32_ceiling = matmul_ceiling(torch.float32)
+
+    print(
+        f"arch {args.arch}, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
+        f"precision ours: {loops['ours'].dtype}, {args.rounds} rounds x {args.steps} steps"
+    )
+    print(
+        f"step FLOPs (fwd+bwd): {flops / 1e9:.1f} GFLOP; matmul ceiling bf16 {bf16_ceiling / 1e12:.2f} TFLOP/s, "
+        f"fp32 {fp32_ceiling / 1e12:.2f} TFLOP/s"
+    )
+    header = (
+        f"{'loop':<11} {'s/step':>8} {'images/s':>9} {'generator s':>12} {'VGG+loss s':>11} {'TFLOP/s':>8} {'% bf16 ceiling':>15}"
+    )
+    print(header)
+    print("-" * len(header))
+    medians = {}
+    for name in loops:
+        step = statistics.median(times[name])
+        generator = min(statistics.median(generator_times[name]), step)
+        rate = flops / step
+        medians[name] = step
+        print(
+            f"{name:<11} {step:>8.3f} {args.batch / step:>9.2f} {generator:>12.3f} {step - generator:>11.3f} "
+            f"{rate / 1e12:>8.3f} {100 * rate / bf16_ceiling:>14.1f}%"
+        )
+    speedup = medians["plain fp32"] / medians["ours"]
+    verdict = "met" if speedup >= args.target else "MISSED"
+    print(f"speed-up ours vs plain fp32: {speedup:.2f}x (target {args.target:.1f}x: {verdict})")
+    print("all step times (s): " + "; ".join(f"{n}: {', '.join(f'{t:.2f}' for t in ts)}" for n, ts in times.items()))
+    return 0 if speedup >= args.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

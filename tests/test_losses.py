@@ -1,0 +1,68 @@
+"""Known answers for the loss functions and the PerceptualLoss bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylize.config import LossConfig
+from stylize.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
+from stylize.vgg import VGG16Features
+
+
+def test_gram_matrix_known_answer() -> None:
+    features = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 1, 2)  # C=2, H=1, W=2
+    expected = torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / (2 * 1 * 2)
+    torch.testing.assert_close(gram_matrix(features)[0], expected)
+    assert gram_matrix(torch.ones(1, 1, 2, 2)).item() == pytest.approx(1.0)
+
+
+def test_gram_matrix_is_float32_and_symmetric_under_autocast() -> None:
+    features = torch.randn(3, 5, 4, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gram = gram_matrix(features.bfloat16())
+    assert gram.shape == (3, 5, 5) and gram.dtype == torch.float32
+    torch.testing.assert_close(gram, gram.transpose(1, 2))
+    # Per-sample: each batch element's Gram matrix ignores the others.
+    torch.testing.assert_close(gram_matrix(features[1:2])[0], gram_matrix(features)[1])
+
+
+def test_total_variation_known_answers() -> None:
+    rows, cols = torch.meshgrid(torch.arange(6), torch.arange(8), indexing="ij")
+    checkerboard = ((rows + cols) % 2).float().expand(2, 3, 6, 8)
+    assert total_variation(checkerboard).item() == pytest.approx(2.0)
+    assert total_variation(torch.full((1, 3, 5, 5), 0.7)).item() == 0.0
+    ramp = (cols.float() * 0.1).expand(1, 3, 6, 8)  # horizontal steps of 0.1, no vertical change
+    assert total_variation(ramp).item() == pytest.approx(0.01)
+
+
+def test_content_and_style_loss_values() -> None:
+    features = torch.randn(2, 4, 5, 5)
+    assert content_loss(features, features).item() == 0.0
+    assert content_loss(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 3.0)).item() == pytest.approx(9.0)
+    assert style_loss(features, gram_matrix(features)).item() == pytest.approx(0.0, abs=1e-12)
+    # A (C, C) target broadcasts over the batch.
+    assert style_loss(features, gram_matrix(features[:1])[0]).item() > 0.0
+
+
+def test_perceptual_loss_targets_per_style() -> None:
+    torch.manual_seed(0)
+    vgg = VGG16Features()  # random weights are enough for the bookkeeping
+    style_a, style_b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 40, 24)
+    config = LossConfig(content_weight=2.0, style_weight=3.0, tv_weight=0.5)
+    loss = PerceptualLoss(vgg, config)
+    loss.set_styles([style_a, style_b])
+    assert loss.targets["relu1_2"].shape == (2, 64, 64) and loss.targets["relu4_3"].shape == (2, 512, 512)
+
+    terms = loss(style_a, style_a, torch.tensor([0]))
+    assert terms.content.item() == 0.0
+    assert terms.style.item() == pytest.approx(0.0, abs=1e-6)
+    assert terms.tv.item() == pytest.approx(0.5 * total_variation(style_a).item())
+    assert loss(style_a, style_a, torch.tensor([1])).style.item() > 0.0
+    assert terms.total.item() == pytest.approx(terms.tv.item(), abs=1e-6)
+
+
+def test_perceptual_loss_needs_styles() -> None:
+    loss = PerceptualLoss(VGG16Features(), LossConfig())
+    with pytest.raises(RuntimeError, match="set_styles"):
+        loss(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.tensor([0]))

@@ -1,0 +1,305 @@
+"""Training end to end on tiny images: learning, exact resume, N styles, --from, bad input, DDP, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from stylize.checkpoint import load_checkpoint
+from stylize.cli.train import register
+from stylize.config import ARCHITECTURES, LossConfig, TrainConfig
+from stylize.errors import StylizeError
+from stylize.losses import PerceptualLoss
+from stylize.modelfile import load_model
+from stylize.network import Generator
+from stylize.training import cpu_has_fast_bf16, resolve_precision, train
+from stylize.training_data import ContentStream, find_photos
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 32-pixel images are too small to split over threads; on a shared CPU extra threads only wait on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path:
+    """A smooth colour gradient plus noise: photo-like enough for a loss network, unique per seed."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width] / max(size)
+    phase = rng.uniform(0, 6, size=3)
+    channels = [np.sin(3 * x + 2 * y + p) * 0.4 + 0.5 for p in phase]
+    pixels = np.stack(channels, -1) + rng.normal(0, 0.05, (height, width, 3))
+    Image.fromarray((pixels.clip(0, 1) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def write_stripes(path: Path, vertical: bool, colour: tuple[int, int, int]) -> Path:
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    stripes = (np.arange(32) // 4) % 2 == 0
+    if vertical:
+        pixels[:, stripes] = colour
+    else:
+        pixels[stripes, :] = colour
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    content = root / "content" / "nested"
+    content.mkdir(parents=True)
+    for i in range(6):
+        write_image(content / f"photo{i}.png", i)
+    return {
+        "content": root / "content",
+        "style_a": write_stripes(root / "red_stripes.png", True, (230, 40, 20)),
+        "style_b": write_stripes(root / "blue_bands.png", False, (20, 60, 230)),
+    }
+
+
+def tiny_config(data: dict[str, Path], out: Path, **changes) -> TrainConfig:
+    config = TrainConfig(
+        style=(str(data["style_a"]),),
+        content_dir=str(data["content"]),
+        out=str(out),
+        iterations=6,
+        batch_size=2,
+        image_size=32,
+        arch="small",
+        device="cpu",
+        precision="fp32",  # bit-exact comparisons need one code path
+        workers=0,
+        checkpoint_every=1000,
+        log_every=1,
+        loss=LossConfig(style_size=32),
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_loss_decreases_over_30_steps(data: dict[str, Path], tmp_path: Path) -> None:
+    totals: list[float] = []
+    config = tiny_config(data, tmp_path / "m.safetensors", iterations=30, lr=1e-2, log=str(tmp_path / "log.jsonl"))
+    out = train(config, on_step=lambda p: totals.append(p.total))
+    assert len(totals) == 30 and out.is_file()
+    assert np.mean(totals[-5:]) < 0.7 * np.mean(totals[:5])
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 31))
+    assert {"content", "style", "tv", "total", "images_per_s"} <= set(lines[0])
+    model = load_model(out)
+    assert model.styles == ["red_stripes"]
+    assert model.training["steps"] == 30 and model.training["lr"] == 1e-2
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(data: dict[str, Path], tmp_path: Path) -> None:
+    reference = train(tiny_config(data, tmp_path / "a.safetensors", iterations=8))
+
+    def interrupt(progress) -> None:
+        if progress.step == 3:
+            raise KeyboardInterrupt
+
+    interrupted = tiny_config(data, tmp_path / "b.safetensors", iterations=8)
+    with pytest.raises(StylizeError, match="interrupted at step 3") as caught:
+        train(interrupted, on_step=interrupt)
+    assert caught.value.exit_code == 130
+    checkpoint = load_checkpoint(tmp_path / "b.ckpt")
+    assert checkpoint["step"] == 3 and checkpoint["data_position"] == 6
+    assert {"torch", "numpy", "python"} <= set(checkpoint["rng"]) and checkpoint["optimizer"]["state"]
+
+    resumed = train(dataclasses.replace(interrupted, resume="auto"))
+    expected, actual = weights(reference), weights(resumed)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_two_styles_give_two_different_outputs(data: dict[str, Path], tmp_path: Path) -> None:
+    config = tiny_config(data, tmp_path / "two.safetensors", style=(str(data["style_a"]), str(data["style_b"])), lr=1e-2)
+    model = load_model(train(dataclasses.replace(config, iterations=12)))
+    assert model.styles == ["red_stripes", "blue_bands"] and model.config.num_styles == 2
+    photo = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        first = model.generator(photo, torch.tensor([1.0, 0.0]))
+        second = model.generator(photo, torch.tensor([0.0, 1.0]))
+    assert (first - second).abs().mean().item() > 1e-3
+
+
+def test_from_model_trains_only_the_new_rows(data: dict[str, Path], tmp_path: Path) -> None:
+    base = train(tiny_config(data, tmp_path / "base.safetensors", iterations=2))
+    extended = train(
+        tiny_config(data, tmp_path / "more.safetensors", style=(str(data["style_b"]),), from_model=str(base), iterations=3)
+    )
+    model = load_model(extended)
+    assert model.styles == ["red_stripes", "blue_bands"]
+    old, new = weights(base), weights(extended)
+    changed_new_rows = 0
+    for key, tensor in old.items():
+        if key.endswith((".gamma", ".beta")):
+            torch.testing.assert_close(new[key][:1], tensor, rtol=0, atol=0)
+            changed_new_rows += int(not torch.equal(new[key][1:], tensor.mean(0, keepdim=True)))
+        else:
+            torch.testing.assert_close(new[key], tensor, rtol=0, atol=0)
+    assert changed_new_rows > 0
+
+
+def test_unreadable_content_images_are_skipped(data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "content"
+    folder.mkdir()
+    write_image(folder / "good.png", 7)
+    (folder / "garbage.jpg").write_bytes(b"this is not an image")
+    truncated = write_image(folder / "truncated.png", 8).read_bytes()
+    (folder / "truncated.png").write_bytes(truncated[: len(truncated) // 2])
+    photos, skipped = find_photos(folder)
+    assert skipped == 1 and [p.name for p in photos] == ["good.png", "truncated.png"]
+    with caplog.at_level(logging.WARNING, logger="stylize"):
+        train(tiny_config(data, tmp_path / "m.safetensors", content_dir=str(folder), iterations=2))
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert "skipped 1 unreadable" in messages and "truncated.png" in messages
+
+
+def test_clear_errors_for_bad_input(data: dict[str, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos here")
+    with pytest.raises(StylizeError, match="no readable photos"):
+        train(tiny_config(data, tmp_path / "m.safetensors", content_dir=str(empty)))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(StylizeError, match="cannot read style image"):
+        train(tiny_config(data, tmp_path / "m.safetensors", style=(str(broken),)))
+    with pytest.raises(StylizeError, match="style image not found") as caught:
+        train(tiny_config(data, tmp_path / "m.safetensors", style=("no_such_painting",)))
+    assert "starry_night" in caught.value.hint  # the hint lists the bundled paintings
+    with pytest.raises(StylizeError, match="unknown architecture"):
+        train(tiny_config(data, tmp_path / "m.safetensors", arch="huge"))
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = PerceptualLoss.forward
+
+    def poisoned(self, generated, content, style_index):
+        calls["n"] += 1
+        terms = original(self, generated, content, style_index)
+        if calls["n"] == 3:
+            terms.style = terms.style * float("nan")
+        return terms
+
+    monkeypatch.setattr(PerceptualLoss, "forward", poisoned)
+    with pytest.raises(StylizeError, match="loss became nan at step 3.*step 2") as caught:
+        train(tiny_config(data, tmp_path / "m.safetensors", checkpoint_every=2))
+    assert caught.value.exit_code == 1
+    assert load_checkpoint(tmp_path / "m.ckpt")["step"] == 2
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_preview_grid_and_bf16_autocast(data: dict[str, Path], tmp_path: Path) -> None:
+    config = tiny_config(
+        data, tmp_path / "m.safetensors", style=(str(data["style_a"]), str(data["style_b"])), precision="bf16", preview_every=2
+    )
+    train(dataclasses.replace(config, iterations=2))
+    preview = Image.open(tmp_path / "m.preview-000002.png")
+    assert preview.size == (3 * 32, 3 * 32)  # photo + 2 styles across, 3 photos down (too few to hold any out)
+    assert load_model(tmp_path / "m.safetensors").training["precision_used"] == "bfloat16"
+
+
+def test_precision_auto_follows_the_hardware() -> None:
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else None
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("fp32", torch.device("cpu")) is None
+
+
+def test_process_slices_make_up_the_single_process_batch(data: dict[str, Path]) -> None:
+    photos, _ = find_photos(data["content"])
+    single = ContentStream(photos, 32, 4, 2, seed=5)
+    halves = [ContentStream(photos, 32, 4, 2, seed=5, rank=r, world_size=2) for r in range(2)]
+    for step in (0, 1, 7):  # step 7 is in the fifth epoch of 6 photos
+        images, styles = single[step]
+        torch.testing.assert_close(torch.cat([halves[0][step][0], halves[1][step][0]]), images)
+        assert torch.cat([halves[0][step][1], halves[1][step][1]]).tolist() == styles.tolist() == [0, 1, 0, 1]
+    assert not torch.equal(single[0][0], single[1][0])
+
+
+def _ddp_worker(rank: int, port: int, config: TrainConfig) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train(config)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(data: dict[str, Path], tmp_path: Path) -> None:
+    config = tiny_config(data, tmp_path / "single.safetensors", iterations=3, batch_size=4)
+    single = train(config)
+    distributed = dataclasses.replace(config, out=str(tmp_path / "ddp.safetensors"))
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    processes = [context.Process(target=_ddp_worker, args=(rank, port, distributed)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=180)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    assert [p.exitcode for p in processes] == [0, 0]
+    expected, actual = weights(single), weights(tmp_path / "ddp.safetensors")
+    torch.manual_seed(config.seed)  # the initial weights, built as train() builds them
+    initial = Generator(ARCHITECTURES["small"]).state_dict()
+    # Adam's first steps are nearly sign(gradient) * lr, so a gradient element that is zero up to rounding can move
+    # either way depending on the summation order (one batch of 4 versus two averaged batches of 2). The runs must
+    # agree to a small fraction of how far training moved the weights. The same single-process run with 1 versus 2
+    # threads differs just as much (mean 4e-6, 7% of elements above 1e-5); wrong sharding or unaveraged gradients
+    # give differences as large as the changes themselves (about 2e-3) in nearly every element.
+    differences = torch.cat([(actual[k] - expected[k]).abs().flatten() for k in expected])
+    changes = torch.cat([(expected[k] - initial[k]).abs().flatten() for k in expected])
+    print(f"DDP vs single: mean |diff| {differences.mean():.2e}, max {differences.max():.2e}; mean |change| {changes.mean():.2e}")
+    assert (differences > 1e-5).float().mean() < 0.2
+    assert differences.mean() < 0.02 * changes.mean()
+
+
+def test_cli_train_command(data: dict[str, Path], tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    app.callback()(lambda: None)  # keep `train` a sub-command, as in the real app
+    out = tmp_path / "cli.safetensors"
+    common = ["--content-dir", str(data["content"]), "--out", str(out), "--image-size", "32", "--batch-size", "2"]
+    common += ["--arch", "small", "--workers", "0", "--style-size", "32", "--precision", "fp32"]
+    result = CliRunner().invoke(
+        app, ["train", "--style", str(data["style_a"]), str(data["style_b"]), "--iterations", "2", "--tv-weight", "7", *common]
+    )
+    assert result.exit_code == 0, result.output
+    model = load_model(out)
+    assert model.styles == ["red_stripes", "blue_bands"] and model.training["loss"]["tv_weight"] == 7.0
+    result = CliRunner().invoke(app, ["train", "--style", "no_such_painting", *common])
+    assert isinstance(result.exception, StylizeError) and "not found" in result.exception.message
