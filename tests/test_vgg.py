@@ -109,8 +109,13 @@ def test_vgg_weights_file_round_trip(tmp_path: Path, vgg: VGG16Features) -> None
 def test_bundled_folder_prefers_the_installed_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "site" / "stylize"
     (package / "_bundled" / "weights").mkdir(parents=True)
-    (tmp_path / "site" / "weights").mkdir()
-    monkeypatch.setattr(resources, "PACKAGE_DIR", package)
-    assert resources.bundled_folder("weights") == package / "_bundled" / "weights"
-    shutil.rmtree(package / "_bundled")
-    assert resources.bundled_folder("weights") == tmp_path / "site" / "weights"
+    # The installed package is located through importlib.resources, not through a path relative to the checkout.
+    monkeypatch.setattr(resources.resources, "files", lambda name: package)
+    resources.bundle_root.cache_clear()
+    try:
+        assert resources.bundled_folder("weights") == package / "_bundled" / "weights"
+        shutil.rmtree(package / "_bundled")
+        resources.bundle_root.cache_clear()
+        assert resources.bundled_folder("weights") == Path(resources.__file__).resolve().parent.parent / "weights"
+    finally:
+        resources.bundle_root.cache_clear()
