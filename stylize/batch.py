@@ -714,24 +714,32 @@ def _run_jobs(
             future.add_done_callback(lambda f: (finished.put(f.result()), in_flight.release()))
 
         stream = _decoded_stream(todo, options, workers, device)
-        for batch in group_batches(stream, batch_size, budget, buffer_size=2 * batch_size):
-            drain()
-            if batch[0].error is not None:
-                item = batch[0]
-                emit(FileRecord(str(item.job.source), str(item.job.target), "failed", item.error, item.seconds))
-                continue
-            t0 = time.perf_counter()
-            try:
-                results = _stylize(engine, batch, weights, options)
-            except StylizeError as exc:  # out of memory on the device: these files fail, the rest go on
-                for item in batch:
-                    emit(FileRecord(str(item.job.source), str(item.job.target), "failed", exc.one_line(), item.seconds))
-                continue
-            if slow:
-                time.sleep(slow * len(batch))
-            share = (time.perf_counter() - t0) / len(batch)
-            for item, result in zip(batch, results, strict=True):
-                submit(item, result, share)
+        remaining = len(todo)  # images not yet through the network: bounds the forward calls still to come
+        try:
+            for batch in group_batches(stream, batch_size, budget, buffer_size=2 * batch_size):
+                drain()
+                if batch[0].error is not None:
+                    item = batch[0]
+                    emit(FileRecord(str(item.job.source), str(item.job.target), "failed", item.error, item.seconds))
+                    remaining -= 1
+                    continue
+                # compile="auto" skips a compile that the images left cannot repay (see Engine.expect_calls)
+                engine.expect_calls(remaining)
+                remaining -= len(batch)
+                t0 = time.perf_counter()
+                try:
+                    results = _stylize(engine, batch, weights, options)
+                except StylizeError as exc:  # out of memory on the device: these files fail, the rest go on
+                    for item in batch:
+                        emit(FileRecord(str(item.job.source), str(item.job.target), "failed", exc.one_line(), item.seconds))
+                    continue
+                if slow:
+                    time.sleep(slow * len(batch))
+                share = (time.perf_counter() - t0) / len(batch)
+                for item, result in zip(batch, results, strict=True):
+                    submit(item, result, share)
+        finally:
+            engine.expect_calls(None)
     drain()
     return records
 

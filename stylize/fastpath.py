@@ -5,7 +5,8 @@
 - conditional instance norm's ``gamma``/``beta`` tables are mixed once per style-weight vector and cached
   (the tables are ``[num_styles, C]``; the mix is ``(B, S) @ (S, C)``), instead of twice per layer per call;
 - instance norm, its affine and the ReLU run as one ``batch_norm`` call on a ``(1, B*C, H, W)`` view plus an
-  in-place ReLU (``F.instance_norm`` is that same kernel, followed by two more full passes for the affine);
+  in-place ReLU (``F.instance_norm`` is that same kernel, followed by two more full passes for the affine); on the
+  CPU in float32, as in-place passes over the conv's output instead (:func:`_instance_norm_cpu_`, faster there);
 - conv biases before an instance norm are dropped (the norm subtracts the mean, so they cancel exactly);
 - the residual sum, the ReLU and the output activation run in place; no dtype round-trips between layers;
 - conv weights are stored in the compute dtype (fp32, or bf16 where the model file allows it) and, when
@@ -65,6 +66,20 @@ def _prepare_layer(module: nn.Module, dtype: torch.dtype, channels_last: bool) -
         eps=1e-5 if norm is None else norm.eps,
         relu=module.relu,
     )
+
+
+def _instance_norm_cpu_(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> None:
+    """Instance-normalise the rows of ``x`` ``(B*C, H*W)`` float32 in place, then scale by ``gamma`` and shift by ``beta``.
+
+    On the CPU, ``batch_norm``'s training kernel takes about twice as long as these plain passes over memory (mean,
+    subtract, norm, scale, shift; measured 0.50 -> 0.43 CPU-s for the 26-style network on a 1024x768 photo) and also
+    allocates its output. The variance is taken of the centred values, as ``batch_norm`` does, so that a large mean
+    cannot cancel it away.
+    """
+    mean = x.mean(dim=1, keepdim=True)
+    x.sub_(mean)
+    var = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])
+    x.mul_(var.add_(eps).rsqrt_().mul_(gamma[:, None])).add_(beta[:, None])
 
 
 class PreparedGenerator:
@@ -169,9 +184,12 @@ class PreparedGenerator:
             x = F.conv2d(x, layer.weight, layer.bias, stride=layer.stride)
         if affine is not None:
             batch, channels, h, w = x.shape
-            # Instance norm = batch norm over a (1, B*C, H, W) view; the affine rides along in the same kernel.
-            x = F.batch_norm(x.reshape(1, batch * channels, h, w), None, None, affine[0], affine[1], True, 0.0, layer.eps)
-            x = x.reshape(batch, channels, h, w)
+            if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
+                _instance_norm_cpu_(x.view(batch * channels, h * w), affine[0], affine[1], layer.eps)
+            else:
+                # Instance norm = batch norm over a (1, B*C, H, W) view; the affine rides along in the same kernel.
+                x = F.batch_norm(x.reshape(1, batch * channels, h, w), None, None, affine[0], affine[1], True, 0.0, layer.eps)
+                x = x.reshape(batch, channels, h, w)
         return F.relu_(x) if layer.relu else x
 
     def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:

@@ -114,3 +114,28 @@ def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch)
     never = Engine(_randomized(SMALL), torch.device("cpu"), "fp32", compile="never")
     never.forward(images, weights)
     assert len(compiled_calls) == 1
+
+
+def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch):
+    import stylize.engine as engine_module
+
+    compiled_calls = []
+
+    def fake_compile(function):
+        def run(*args):
+            compiled_calls.append(args[0].shape)
+            return function(*args)
+
+        return run
+
+    monkeypatch.setattr(engine_module, "_compile", fake_compile)
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)  # the eager rent is always paid up
+    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32")
+    images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
+    engine.forward(images, weights)  # one eager call measures what a call of this shape costs
+    engine.expect_calls(0)  # nothing left to repay a compile (a folder run on its last image)
+    engine.forward(images, weights)
+    assert compiled_calls == []
+    engine.expect_calls(10**9)
+    engine.forward(images, weights)
+    assert len(compiled_calls) == 1
