@@ -43,35 +43,39 @@ from stylize.vgg import load_vgg16  # noqa: E402
 class Loop:
     """One training configuration: its own generator, optimiser and loss network copy."""
 
-    def __init__(self, arch: str, fast: bool, style: torch.Tensor, batch: int, size: int) -> None:
+    def __init__(self, arch: str, fast: bool, style: torch.Tensor, batch: int, size: int, device: torch.device) -> None:
         torch.manual_seed(0)
         self.fast = fast
-        self.dtype = resolve_precision("auto", torch.device("cpu")) if fast else None
+        self.device = device
+        self.dtype = resolve_precision("auto", device) if fast else None
         self.layout = torch.channels_last if fast else torch.contiguous_format
-        self.generator = Generator(ARCHITECTURES[arch]).to(memory_format=self.layout)
+        self.generator = Generator(ARCHITECTURES[arch]).to(device, memory_format=self.layout)
         parameters = trainable_parameters(self.generator, 0) if fast else list(self.generator.parameters())
         self.optimizer = torch.optim.Adam(parameters, lr=1e-3)
-        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
-        vgg = load_vgg16().to(memory_format=self.layout)
+        # fp16 (GPUs without bf16) needs the scaler; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        vgg = load_vgg16().to(device, memory_format=self.layout)
         self.loss = PerceptualLoss(vgg, LossConfig())
-        self.loss.set_styles([style])
-        self.images = torch.rand(batch, 3, size, size).contiguous(memory_format=self.layout)
-        self.styles = torch.zeros(batch, dtype=torch.long)
+        self.loss.set_styles([style.to(device)])
+        self.images = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=self.layout)
+        self.styles = torch.zeros(batch, dtype=torch.long, device=device)
 
     def step(self) -> float:
         start = time.perf_counter()
         terms = compute_losses(self.generator, self.loss, self.images, self.styles, 1, 0, self.dtype)
         apply_gradients(terms, self.optimizer, self.scaler)
+        _sync(self.device)
         return time.perf_counter() - start
 
     def generator_only(self) -> float:
         """Generator forward + backward (to its parameters) with a trivial loss: its share of a step."""
         start = time.perf_counter()
-        weights = torch.ones(self.images.shape[0], 1)
-        with torch.autocast("cpu", dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+        weights = torch.ones(self.images.shape[0], 1, device=self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             output = self.generator(self.images, weights)
         output.float().mean().backward()
         self.generator.zero_grad(set_to_none=True)
+        _sync(self.device)
         return time.perf_counter() - start
 
     def flops(self) -> int:
@@ -85,18 +89,31 @@ class Loop:
         return counter.get_total_flops()
 
 
-def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of a ``size``-square matmul in ``dtype``: the compute ceiling a conv net can approach."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_ceiling(dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
+    """Best FLOP/s of a large square matmul in ``dtype``: the compute ceiling a conv net can approach."""
+    size = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
     torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    best = min(_timed(lambda: torch.mm(a, b), device) for _ in range(repeats))
     return 2 * size**3 / best
 
 
-def _timed(function) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(function, device: torch.device) -> float:
+    _sync(device)
     start = time.perf_counter()
     function()
+    _sync(device)
     return time.perf_counter() - start
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def main() -> int:
@@ -107,12 +124,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per loop per round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both loops")
     parser.add_argument("--target", type=float, default=3.0, help="required speed-up of ours over plain fp32")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the 3x target is the CPU's)")
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     _, style = load_style_image("starry_night", 512)
     loops = {
-        "ours": Loop(args.arch, True, style, args.batch, args.size),
-        "plain fp32": Loop(args.arch, False, style, args.batch, args.size),
+        "ours": Loop(args.arch, True, style, args.batch, args.size, device),
+        "plain fp32": Loop(args.arch, False, style, args.batch, args.size, device),
     }
     times: dict[str, list[float]] = {name: [] for name in loops}
     generator_times: dict[str, list[float]] = {name: [] for name in loops}
@@ -124,11 +143,11 @@ def main() -> int:
             times[name] += [loop.step() for _ in range(args.steps)]
             generator_times[name].append(loop.generator_only())
     flops = loops["ours"].flops()
-    bf16_ceiling = matmul_ceiling(torch.bfloat16)
-    fp32_ceiling = matmul_ceiling(torch.float32)
+    bf16_ceiling = matmul_ceiling(torch.bfloat16, device)
+    fp32_ceiling = matmul_ceiling(torch.float32, device)
 
     print(
-        f"arch {args.arch}, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
+        f"device {_device_name(device)}, arch {args.arch}, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
         f"precision ours: {loops['ours'].dtype}, {args.rounds} rounds x {args.steps} steps"
     )
     print(

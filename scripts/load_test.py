@@ -87,7 +87,9 @@ def run_cli_folder(source: Path, out: Path, model: str | None, expected: int, ti
     """Run ``stylize apply SOURCE OUT`` in a subprocess and sample its RSS against the number of files written."""
     command = [sys.executable, "-m", "stylize", "apply", str(source), str(out)] + (["--model", model] if model else [])
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr goes to a file, not a pipe: the CLI logs a line per file, and an unread pipe would fill up and block it.
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     samples: dict[int, float] = {}
     started = time.monotonic()
     while process.poll() is None:
@@ -100,7 +102,9 @@ def run_cli_folder(source: Path, out: Path, model: str | None, expected: int, ti
             print(f"timed out after {timeout:.0f} s", file=sys.stderr)
             break
         time.sleep(0.1)
-    stderr = process.communicate()[1].decode(errors="replace")
+    process.wait()
+    log.seek(0)
+    stderr = log.read().decode(errors="replace")
     if process.returncode:
         print(f"stylize exited {process.returncode}: {stderr.strip()[-2000:]}", file=sys.stderr)
     written = count_outputs(out)

@@ -70,13 +70,19 @@ class Stylizer:
         self.name = name
 
     @classmethod
-    def load(cls, model: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto") -> Stylizer:
-        """Load ``model`` (a name or path; ``None`` = the bundled default) onto ``device`` in ``precision``."""
+    def load(
+        cls, model: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto", compile: str = "auto"
+    ) -> Stylizer:
+        """Load ``model`` (a name or path; ``None`` = the bundled default) onto ``device`` in ``precision``.
+
+        ``compile``: ``auto`` compiles an input size with ``torch.compile`` once it has run long enough to repay the
+        compile (CUDA graphs on CUDA); ``always`` compiles every size on first use; ``never`` stays eager.
+        """
         path = find_model(None if model is None else str(model))
         style_model = load_model(path)
         torch_device = resolve_device(device)
         chosen = resolve_precision(precision, torch_device, style_model.precision)
-        return cls(style_model, Engine(style_model.generator, torch_device, chosen), path.stem)
+        return cls(style_model, Engine(style_model.generator, torch_device, chosen, compile=compile), path.stem)
 
     @property
     def styles(self) -> list[str]:

@@ -26,7 +26,7 @@ BUNDLED_STYLES_DIR = DATA_DIR / "styles"
 #: SHA-256 of each bundled file, by its path relative to the bundle root.
 BUNDLED_SHA256: dict[str, str] = {
     "models/multistyle26.safetensors": "01651702859fb9568d2d16472c72d83fa2faba560eada5ed1bddb5bbed036215",
-    "models/starry_night.safetensors": "0fb893177d8a7dc98a20e48b7777bf09f02929e3a4a00e123d38ee4c6cd38c8c",
+    "models/starry_night.safetensors": "b977c157812e8133e455f193f782a6722b720b2969910dc1aea30902f2d9dcd2",
 }
 
 

@@ -217,6 +217,24 @@ def estimate_whole_bytes(generator: Generator, height: int, width: int, batch: i
     return int(batch * (peak + 2 * 3 * height * width * 4))
 
 
+def largest_whole_tensor(generator: Generator, height: int, width: int, batch: int = 1) -> int:
+    """Elements in the largest tensor of a whole-image pass: a layer's padded (or upsampled) input, or its output."""
+    h, w = _padded(height, width)
+    largest = 0
+    for layer in _plan(generator):
+        conv_h, conv_w = (2 * h, 2 * w) if layer.upsample else (h, w)
+        pad = 0 if layer.transposed else layer.kernel // 2
+        oh, ow = layer.out_size(h), layer.out_size(w)
+        largest = max(largest, layer.in_channels * (conv_h + 2 * pad) * (conv_w + 2 * pad), layer.out_channels * oh * ow)
+        h, w = oh, ow
+    return batch * largest
+
+
+#: CUDA kernels of several ops (reflection pad, nearest upsampling) index with 32-bit integers and refuse larger
+#: tensors ("input tensor must fit into 32-bit index math"); seen at 8192x8192 on an H200 (docs/gpu.md).
+CUDA_MAX_ELEMENTS = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class StreamEstimate:
     """Peak memory of a streamed pass: the whole-image maps (RAM or disk) and the per-tile working set."""
@@ -299,17 +317,20 @@ def decide(
     fixed_tile: bool = False,
     precision: str = "fp32",
     ram_budget: int | None = None,
+    max_elements: int | None = None,
     config: TilingConfig = TilingConfig(),
 ) -> Decision:
     """Whole when the estimated whole-image peak fits ``budget``; otherwise stream, with the maps in RAM if they fit.
 
     Unless ``fixed_tile``, the tile is halved (down to ``config.min_tile``) until the streamed estimate fits.
     ``ram_budget`` bounds where the maps live (host RAM); it defaults to ``budget``, the CPU case.
+    ``max_elements`` (CUDA's 32-bit indexing) also streams a pass whose largest tensor would be bigger.
     """
     tile = tile or config.tile
     host = budget if ram_budget is None else ram_budget
     whole = estimate_whole_bytes(generator, height, width, batch, precision)
-    if whole <= budget and not fixed_tile:
+    indexable = max_elements is None or largest_whole_tensor(generator, height, width, batch) <= max_elements
+    if whole <= budget and indexable and not fixed_tile:
         return Decision("whole", "ram", tile, budget, whole, estimate_stream(generator, height, width, tile))
     tiles = [tile] if fixed_tile else [t for t in (tile >> i for i in range(8)) if t >= config.min_tile] or [tile]
     for storage in ("ram", "disk"):
@@ -638,11 +659,11 @@ def forward(
     # On CUDA the budget is GPU memory; the streamed maps live in host RAM, which has its own share.
     ram_budget = budget if device.type != "cuda" else int(_mem_available() * config.ram_share)
     options = {"tile": config.tile if mode == "auto" else mode, "fixed_tile": mode != "auto", "precision": engine.precision,
-               "ram_budget": ram_budget, "config": config}
+               "ram_budget": ram_budget, "config": config, "max_elements": CUDA_MAX_ELEMENTS if device.type == "cuda" else None}
     if decide(generator, height, width, budget, batch=batch, **options).mode == "whole":
         try:
             return _whole(engine, images, style_weights)
-        except torch.OutOfMemoryError:
+        except _DEVICE_LIMITS:
             torch.cuda.empty_cache()
             if batch == 1:
                 return _stream_with_retry(engine, images, style_weights, decide(generator, height, width, 0, **options), config)
@@ -655,16 +676,28 @@ def forward(
             try:
                 outputs.append(_whole(engine, image, weights))
                 continue
-            except torch.OutOfMemoryError:
+            except _DEVICE_LIMITS:
                 torch.cuda.empty_cache()
                 one = decide(generator, height, width, 0, **options)  # a zero budget always streams
         outputs.append(_stream_with_retry(engine, image, weights, one, config))
     return torch.cat(outputs)
 
 
+class _IndexLimitError(RuntimeError):
+    """A CUDA kernel refused a tensor too large for 32-bit indexing: streaming in tiles gets round it."""
+
+
+_DEVICE_LIMITS = (torch.OutOfMemoryError, _IndexLimitError)
+
+
 def _whole(engine, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-    """The engine's whole-image pass, but letting CUDA out-of-memory through so that the caller can stream instead."""
-    return engine.run(images, style_weights)
+    """The engine's whole-image pass, but letting CUDA's memory and indexing limits through so that the caller can stream."""
+    try:
+        return engine.run(images, style_weights)
+    except RuntimeError as exc:
+        if "32-bit index" in str(exc):  # max_elements should prevent this; an op we did not foresee may still hit it
+            raise _IndexLimitError(str(exc)) from exc
+        raise
 
 
 def _stream_with_retry(engine, image: torch.Tensor, style_weights: torch.Tensor, decision: Decision, config: TilingConfig) -> torch.Tensor:

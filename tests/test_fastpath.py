@@ -93,7 +93,7 @@ def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch)
 
     compiled_calls = []
 
-    def fake_compile(function):
+    def fake_compile(function, cuda_graphs=False):
         def run(*args):
             compiled_calls.append(args[0].shape)
             return function(*args)
@@ -121,7 +121,7 @@ def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch
 
     compiled_calls = []
 
-    def fake_compile(function):
+    def fake_compile(function, cuda_graphs=False):
         def run(*args):
             compiled_calls.append(args[0].shape)
             return function(*args)

@@ -143,6 +143,22 @@ def test_estimator_picks_whole_or_streamed_by_budget():
     assert (fixed.mode, fixed.tile) == ("stream", 64)
 
 
+def test_passes_too_large_for_32_bit_cuda_indexing_stream_whatever_the_budget():
+    from stylize.config import ARCHITECTURES
+    from stylize.network import Generator
+
+    generator = Generator(ARCHITECTURES["johnson"])
+    # 8192x8192 failed whole on an H200 ("input tensor must fit into 32-bit index math"). The largest tensor is the
+    # last upsampling conv's input: 64 channels, upsampled to full size and reflection-padded by 1.
+    assert tiling.largest_whole_tensor(generator, 8192, 8192) == 64 * 8194 * 8194 > tiling.CUDA_MAX_ELEMENTS
+    assert tiling.largest_whole_tensor(generator, 4096, 4096) < tiling.CUDA_MAX_ELEMENTS
+    assert tiling.decide(generator, 8192, 8192, 10**15).mode == "whole"  # the CPU has no such limit
+    limited = tiling.decide(generator, 8192, 8192, 10**15, max_elements=tiling.CUDA_MAX_ELEMENTS)
+    assert limited.mode == "stream"
+    assert tiling.decide(generator, 4096, 4096, 10**15, max_elements=tiling.CUDA_MAX_ELEMENTS).mode == "whole"
+    assert tiling.decide(generator, 4096, 4096, 10**15, batch=4, max_elements=tiling.CUDA_MAX_ELEMENTS).mode == "stream"
+
+
 def test_temporary_files_are_removed_after_success_and_after_an_error(tmp_path, monkeypatch):
     generator = make_generator(SMALL)
     image = torch.rand(1, 3, 40, 56)

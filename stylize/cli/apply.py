@@ -28,6 +28,7 @@ def apply(
     max_pixels: int = typer.Option(ImageConfig.max_pixels, "--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    compile: str = typer.Option("auto", "--compile", help="auto (torch.compile a size once it repays; CUDA graphs on CUDA), always or never."),
     quality: int = typer.Option(ImageConfig.quality, "--quality", min=1, max=100, help="JPEG/WebP quality."),
     fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp; folders: same); default: OUT's extension."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
@@ -65,13 +66,14 @@ def apply(
             tile=tile, memory_limit=memory_limit,
         )  # fmt: skip
         return apply_folder(
-            source, target, model=model, device=device, precision=precision, options=options, report=report, as_json=as_json
+            source, target, model=model, device=device, precision=precision, options=options, report=report, as_json=as_json,
+            compile=compile,
         )
     folder_only = {"--ext": ext, "--suffix": suffix, "--batch-size": batch_size, "--workers": workers, "--report": report}
     given = [name for name, value in folder_only.items() if value]
     if given:
         raise StylizeError(f"{', '.join(given)} only apply to folders", "stylize apply DIR OUTDIR ... converts a folder")
-    stylizer = Stylizer.load(model, device=device, precision=precision)
+    stylizer = Stylizer.load(model, device=device, precision=precision, compile=compile)
     result = stylizer.apply_file(
         source,
         target,

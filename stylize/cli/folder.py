@@ -25,13 +25,14 @@ class _RateColumn(ProgressColumn):
 
 
 def apply_folder(
-    source: str, target: str, *, model: str | None, device: str, precision: str, options: BatchOptions, report: str | None, as_json: bool
+    source: str, target: str, *, model: str | None, device: str, precision: str, options: BatchOptions, report: str | None, as_json: bool,
+    compile: str = "auto",
 ) -> int:
     """Run the batch with a progress display; print the summary; return the exit code (1 when any file failed)."""
     from stylize.api import Stylizer
 
     rank, world, _ = distributed_context()
-    stylizer = Stylizer.load(model, device=rank_device(device), precision=precision)
+    stylizer = Stylizer.load(model, device=rank_device(device), precision=precision, compile=compile)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     show = rank == 0  # under torchrun only rank 0 talks; the others work quietly
     if show and err.is_terminal:
