@@ -55,6 +55,3 @@ def prepare_process() -> None:
     keep_freed_memory()
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        # oneDNN caches compiled primitives per input shape (1,024 by default); a folder of mixed sizes filled it and
-        # grew RSS by 122 MB over 2,000 small images (scripts/load_test.py --cli-folder); 128 entries: 15 MB.
-        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
