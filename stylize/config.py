@@ -170,7 +170,7 @@ class TrainConfig:
     seed: int = 0
     # "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
-    # "auto": bf16 autocast on CUDA and on CPUs with AMX, fp16 with a grad scaler on GPUs without bf16, else fp32.
+    # "auto": bf16 autocast on CUDA and on CPUs with AMX or AVX-512 BF16, fp16 with a grad scaler on GPUs without bf16, else fp32.
     precision: Precision = "auto"
     # Background processes decoding photos; 0 decodes in the training process.
     workers: int = 2

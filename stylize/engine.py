@@ -59,7 +59,13 @@ def _mps_available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX-512 BF16, where bf16 matrix work is several times faster than fp32."""
+    """True on CPUs with AMX or AVX-512 BF16, where bf16 matrix work is several times faster than fp32.
+
+    (Measured: Intel with AMX 2,240 against 368 GFLOP/s fp32; AMD Zen 5 with AVX-512 BF16 526-898 against 135-211.)
+    """
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    if any(getattr(torch.cpu, probe, lambda: False)() for probe in probes):
+        return True
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             flags = next((line for line in handle if line.startswith("flags")), "")
@@ -101,6 +107,10 @@ AUTO_COMPILE_AFTER_SECONDS = 15.0
 #: those calls cannot repay: remaining calls x eager seconds per call x this share < AUTO_COMPILE_AFTER_SECONDS
 #: (the price of a compile, as above).
 COMPILE_SAVES_SHARE = 0.3
+#: With ``compile="auto"``, the compiled network's first calls on a shape are timed; unless their median is under
+#: this share of the eager time per call, that shape goes back to eager for good.
+COMPILE_TRIAL_CALLS = 3
+COMPILE_KEEP_RATIO = 0.95
 
 
 @dataclass
@@ -129,6 +139,8 @@ class Engine:
         self._compile_failed = False
         self._eager_seconds: dict[tuple[int, ...], float] = {}
         self._eager_calls: dict[tuple[int, ...], int] = {}
+        self._compiled_times: dict[tuple[int, ...], list[float]] = {}
+        self._eager_only: set[tuple[int, ...]] = set()  # shapes whose compiled network measured no faster
         self._remaining_calls: int | None = None
 
     def expect_calls(self, remaining: int | None) -> None:
@@ -149,7 +161,9 @@ class Engine:
         if self._prepared is None:
             # Contiguous everywhere: on the CPU the norms and pads convert channels_last back, and on an H200 (cuDNN 9.19)
             # channels_last fp16 ran slower, 10.6 against 8.1 ms for the Johnson network at 1024x1024 (docs/gpu.md).
-            self._prepared = PreparedGenerator(self.generator, _DTYPES[self.precision]).to(self.device)
+            # The sub-pixel/space-to-depth rewrites were measured faster on the CPU only; GPUs keep the layout measured there.
+            rewrite = self.device.type == "cpu"
+            self._prepared = PreparedGenerator(self.generator, _DTYPES[self.precision], rewrite=rewrite).to(self.device)
         return self._prepared
 
     def forward(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
@@ -192,20 +206,40 @@ class Engine:
         affine = prepared.mixed_affine(prepared.style_weights(style_weights, batch, images.device))
         shape = tuple(images.shape)
         core = self._core_for(shape)
-        if core != prepared.core:  # not `is not`: each access to a method makes a new bound-method object
+        compiled = core != prepared.core  # not `is not`: each access to a method makes a new bound-method object
+        if compiled and not self._judging(shape):
             return core(images, affine, height, width)
         started = time.perf_counter()
         out = core(images, affine, height, width)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self._eager_seconds[shape] = self._eager_seconds.get(shape, 0.0) + time.perf_counter() - started
-        self._eager_calls[shape] = self._eager_calls.get(shape, 0) + 1
+        seconds = time.perf_counter() - started
+        if compiled:
+            self._judge_compiled(shape, seconds)
+        else:
+            self._eager_seconds[shape] = self._eager_seconds.get(shape, 0.0) + seconds
+            self._eager_calls[shape] = self._eager_calls.get(shape, 0) + 1
         return out
+
+    def _judging(self, shape: tuple[int, ...]) -> bool:
+        """Whether the compiled network's calls on ``shape`` are still being timed against the eager ones."""
+        return self.compile == "auto" and len(self._compiled_times.get(shape, [])) <= COMPILE_TRIAL_CALLS
+
+    def _judge_compiled(self, shape: tuple[int, ...], seconds: float) -> None:
+        """After the compile call and :data:`COMPILE_TRIAL_CALLS` timed calls, keep the compiled network for ``shape``
+        only if it beat the eager one: on some CPUs it does not (docs/speed.md), and the compile is then sunk cost."""
+        times = self._compiled_times.setdefault(shape, [])
+        times.append(seconds)  # the first one includes the compile itself and is not judged
+        if len(times) == COMPILE_TRIAL_CALLS + 1 and self._eager_calls.get(shape):
+            compiled = sorted(times[1:])[len(times[1:]) // 2]
+            eager = self._eager_seconds[shape] / self._eager_calls[shape]
+            if compiled > COMPILE_KEEP_RATIO * eager:
+                self._eager_only.add(shape)
 
     def _core_for(self, shape: tuple[int, ...]) -> Callable[..., torch.Tensor]:
         """The compiled network for this input shape where compiling repays, else the eager one."""
         prepared = self.prepared
-        if self.compile == "never" or self._compile_failed:
+        if self.compile == "never" or self._compile_failed or shape in self._eager_only:
             return prepared.core
         if self.compile == "auto":
             spent = self._eager_seconds.get(shape, 0.0)
@@ -217,7 +251,11 @@ class Engine:
                 if saving < AUTO_COMPILE_AFTER_SECONDS:
                     return prepared.core
         if self._compiled is None:
-            self._compiled = _compile(prepared.core, cuda_graphs=self.device.type == "cuda")
+            # Compiled from the network without the sub-pixel and space-to-depth rewrites: inductor fuses the upsample
+            # and pads itself, and the rewrites' shuffles cost it more than they save (26-style network at 1024 px
+            # on the CPU: compiled 196 ms plain against 232 ms rewritten; eager 289 plain against 249 rewritten).
+            plain = PreparedGenerator(self.generator, _DTYPES[self.precision], rewrite=False).to(self.device)
+            self._compiled = _compile(plain.core, cuda_graphs=self.device.type == "cuda")
             if self._compiled is None:
                 self._compile_failed = True
                 return prepared.core

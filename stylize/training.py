@@ -27,6 +27,7 @@ from torch import nn
 
 from stylize.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from stylize.config import ARCHITECTURES, GeneratorConfig, TrainConfig
+from stylize.engine import cpu_has_fast_bf16
 from stylize.errors import EXIT_FAILURE, StylizeError
 from stylize.losses import LossTerms, PerceptualLoss
 from stylize.modelfile import StyleModel, load_model, save_model
@@ -122,12 +123,6 @@ def resolve_device(name: str, run: Run) -> torch.device:
     elif device.type != "cpu":
         raise StylizeError(f"training on {device.type} is not supported", "use --device cpu or cuda")
     return device
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX-512 BF16: bf16 convolutions then run faster than fp32 instead of being emulated."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:

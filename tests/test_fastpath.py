@@ -1,5 +1,7 @@
 """The inference-prepared network equals the plain Generator; the style cache follows the style vector."""
 
+import time
+
 import pytest
 import torch
 
@@ -139,3 +141,86 @@ def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch
     engine.expect_calls(10**9)
     engine.forward(images, weights)
     assert len(compiled_calls) == 1
+
+
+@pytest.mark.parametrize("height,width", [(5, 7), (16, 12)])
+def test_subpixel_conv_equals_upsample_pad_conv(height, width):
+    import torch.nn.functional as F
+
+    from stylize.fastpath import subpixel_weight
+
+    x, weight = torch.randn(2, 6, height, width), torch.randn(5, 6, 3, 3)
+    expected = F.conv2d(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"), weight)
+    folded = F.pixel_shuffle(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), subpixel_weight(weight)), 2)
+    torch.testing.assert_close(folded, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 9])
+def test_space_to_depth_conv_equals_the_plain_conv(kernel):
+    import torch.nn.functional as F
+
+    from stylize.fastpath import space_to_depth_weight
+
+    x, weight, pad = torch.randn(1, 4, 20, 14), torch.randn(3, 4, kernel, kernel), kernel // 2
+    expected = F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), weight)
+    unshuffled = F.pixel_unshuffle(F.pad(x, (pad,) * 4, mode="reflect"), 2)
+    folded = F.pixel_shuffle(F.conv2d(unshuffled, space_to_depth_weight(weight)), 2)
+    torch.testing.assert_close(folded, expected, rtol=0, atol=1e-4)
+
+
+def test_rewrites_are_chosen_per_layer():
+    generator = _randomized(DUMOULIN_LIKE)
+    prepared = PreparedGenerator(generator)
+    assert [layer.layout for layer in (prepared.head, prepared.down1, prepared.up1, prepared.up2, prepared.tail)] == [
+        "plain", "plain", "subpixel", "subpixel", "space_to_depth",
+    ]  # fmt: skip
+    assert prepared.tail.weight.shape == (12, 16, 5, 5)  # 3 -> 4*3 outputs, 4 -> 4*4 inputs, 9x9 -> 5x5
+    assert all(layer.layout == "plain" for layer in PreparedGenerator(generator, rewrite=False).layers)
+    wide_head = _randomized(SMALL)  # an 8-channel 9x9 head stays plain: its shuffled output would cost more than it saves
+    assert PreparedGenerator(wide_head).head.layout == "plain"
+
+
+@pytest.mark.parametrize("compiled_is_faster", [True, False])
+def test_auto_compile_keeps_the_compiled_network_only_where_it_measured_faster(monkeypatch, compiled_is_faster):
+    import stylize.engine as engine_module
+
+    compiled_calls = []
+
+    def fake_compile(function, cuda_graphs=False):
+        def run(*args):
+            compiled_calls.append(args[0].shape)
+            if not compiled_is_faster:
+                time.sleep(0.05)  # far slower than an eager 16x16 pass
+            return function(*args)
+
+        return run
+
+    monkeypatch.setattr(engine_module, "_compile", fake_compile)
+    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)
+    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32")
+    images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
+    if compiled_is_faster:  # make the eager calls look slow instead
+        monkeypatch.setattr(engine, "_eager_seconds", {tuple(images.shape): 10.0})
+        monkeypatch.setattr(engine, "_eager_calls", {tuple(images.shape): 1})
+    else:
+        engine.forward(images, weights)  # one real eager call
+    for _ in range(engine_module.COMPILE_TRIAL_CALLS + 1):  # the compile call, then the timed trial
+        engine.forward(images, weights)
+    trial = len(compiled_calls)
+    assert trial == engine_module.COMPILE_TRIAL_CALLS + 1
+    engine.forward(images, weights)
+    engine.forward(images, weights)
+    assert len(compiled_calls) == (trial + 2 if compiled_is_faster else trial)
+
+
+def test_the_cpu_engine_runs_the_rewritten_network_and_compiles_the_plain_one(monkeypatch):
+    import stylize.engine as engine_module
+
+    compiled_from = []
+    monkeypatch.setattr(engine_module, "_compile", lambda function, cuda_graphs=False: compiled_from.append(function.__self__) or function)
+    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32", compile="always")
+    assert engine.prepared.up1.layout == "subpixel"
+    images, weights = torch.rand(1, 3, 16, 16), torch.tensor([0.0, 1.0, 0.0])
+    out = engine.forward(images, weights)
+    assert compiled_from and compiled_from[0].up1.layout == "plain"
+    assert (out - engine.generator(images, weights)).abs().max().item() <= 2e-5
