@@ -253,7 +253,7 @@ class Engine:
         if self._compiled is None:
             # Compiled from the network without the sub-pixel and space-to-depth rewrites: inductor fuses the upsample
             # and pads itself, and the rewrites' shuffles cost it more than they save (26-style network at 1024 px
-            # on the CPU: compiled 196 ms plain against 232 ms rewritten; eager 289 plain against 249 rewritten).
+            # on the CPU: compiled 176 ms plain against 204 ms rewritten; scripts/bench_rewrites.py).
             plain = PreparedGenerator(self.generator, _DTYPES[self.precision], rewrite=False).to(self.device)
             self._compiled = _compile(plain.core, cuda_graphs=self.device.type == "cuda")
             if self._compiled is None:

@@ -13,11 +13,11 @@
   ``channels_last`` is set, in channels-last layout.
 - nearest x2 upsampling + reflection pad + 3x3 conv runs as one sub-pixel conv at the low resolution (4x the output
   channels, one weight per output phase, replicate padding) and a ``pixel_shuffle``: the upsampled map is never
-  built, and the conv sees 4x the channels on 1/4 of the pixels, which the CPU runs far better (26-style network at
-  1024 px: 12.9 -> 5.1 ms and 12.5 -> 5.7 ms for its two upsampling layers, fp32);
-- a large-kernel conv with few output channels (the 9x9 output layer) runs on the space-to-depth image (``pixel_unshuffle``:
-  4x the input channels, half the side) with a (k//2 + 1)-square kernel and 4x the output channels, then
-  ``pixel_shuffle`` (26-style 4->3 channels: 26.3 -> 16.1 ms fp32; Johnson 32->3: 120 -> 68 ms bf16).
+  built, and the conv sees 4x the channels on 1/4 of the pixels, which the CPU runs far better;
+- a large-kernel conv with few output channels (the 9x9 output layer) runs on the space-to-depth image
+  (``pixel_unshuffle``: 4x the input channels, half the side) with a (k//2 + 1)-square kernel and 4x the output
+  channels, then ``pixel_shuffle``. With both, eager at 1024x1024 on a 2-core CPU: 26-style fp32 226 -> 197 ms,
+  Johnson bf16 641 -> 563 ms (``scripts/bench_rewrites.py``, docs/speed.md).
 
 Image convention as everywhere: ``(B, 3, H, W)`` float in ``[0, 1]`` in and out. The output equals
 ``Generator.forward`` within float rounding (see ``tests/test_fastpath.py``).
@@ -55,7 +55,7 @@ class PreparedLayer:
 
 
 #: Output channels below which a stride-1 conv with a kernel larger than 3 runs on the space-to-depth image: its
-#: output is then cheap to shuffle back (with 32 output channels, the 26-style head, it was 1.7x slower).
+#: output is then cheap to shuffle back (the 26-style network's 32-channel 9x9 head measured slower that way).
 SPACE_TO_DEPTH_MAX_CHANNELS = 8
 #: For output phase r (0: even row, 1: odd row) of an upsampled 3x3 conv, the row of the replicate-padded
 #: low-resolution input that each kernel row (0, 1, 2) reads.

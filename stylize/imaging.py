@@ -582,6 +582,7 @@ def write_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool =
             raise _exists_error(label)
     except OSError as exc:
         raise _write_error(exc, path) from exc
+    _remove_stale_temporaries_of(path)
     temp = path.parent / _temp_name(path.name)
     try:
         _write_and_sync(temp, data)
@@ -597,6 +598,22 @@ def write_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool =
     _remove_quietly(temp)  # after the hard link the temporary name is still there
     _sync_folder(path.parent)
     return path
+
+
+def _remove_stale_temporaries_of(path: Path) -> None:
+    """Delete ``.<name>.<8 hex digits>.stylize-tmp`` next to ``path``: what a killed write of this same file left.
+
+    The exact shape matters: ``.a.png.x.<hex>.stylize-tmp`` belongs to ``a.png.x``, which may be being written now.
+    """
+    prefix, _, _ = _temp_name(path.name).rpartition(".")[0].rpartition(".")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        hex_part = name[len(prefix) + 1 : -len(TEMP_SUFFIX)] if name.startswith(prefix + ".") and name.endswith(TEMP_SUFFIX) else ""
+        if len(hex_part) == 8 and all(c in "0123456789abcdef" for c in hex_part):
+            _remove_quietly(path.parent / name)
 
 
 def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> None:

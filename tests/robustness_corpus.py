@@ -18,6 +18,7 @@ import io
 import os
 import pickle
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -402,6 +403,24 @@ def loads_as_model(folder: Path) -> None:
     assert model.styles == ["candy"] and model.provenance["converted_from"] == "candy.pth"
 
 
+def after_seconds(seconds: float) -> Callable[[Path], bool]:
+    """An ``Interrupt.when`` that holds once ``seconds`` have passed since it was first asked."""
+    started: list[float] = []
+
+    def when(_folder: Path) -> bool:
+        if not started:
+            started.append(time.monotonic())
+        return time.monotonic() - started[0] >= seconds
+
+    return when
+
+
+def no_partial_model(folder: Path) -> None:
+    if (folder / "out.safetensors").exists():  # a kill after the rename: then the file must be whole
+        loads_as_model(folder)
+        (folder / "out.safetensors").unlink()  # so that the same command can run again
+
+
 KEEP = b"not yours to overwrite"
 NON_UTF8 = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes that are not valid UTF-8
 LONG = "n" * 240 + ".png"  # 244 bytes: within the usual 255-byte limit, too long for a naive temporary name
@@ -523,6 +542,13 @@ CASES: list[Case] = [
          Fails(1, "disk full while writing"), runner="fsize"),
     Case("convert-output-is-input", "OUT is IN", lambda folder: tiny_model(folder), ("convert", TINY, TINY, "--overwrite"),
          Fails(2, "is the input file")),
+    Case("convert-kill-9", "`kill -9` during `convert`, then the same command again", pytorch_examples_pth,
+         ("convert", "candy.pth", "out.safetensors"),
+         Succeeds("out.safetensors", loads_as_model,
+                  "after the kill no partial model; the rerun converts and removes the temporary a killed write leaves"),
+         runner="kill-9",
+         interrupt=Interrupt(after_seconds(0.5), no_partial_model, "0.5 s after start (start-up or the write)",
+                             leaves=((".out.safetensors.deadbeef.stylize-tmp", b"half a model"),))),
 ]
 
 

@@ -648,3 +648,16 @@ def test_remove_stale_temporaries(tmp_path):
     assert remove_stale_temporaries(tmp_path, recursive=False) == 1
     assert remove_stale_temporaries(tmp_path) == 1
     assert all(path.exists() for path in keep) and not any(path.exists() for path in stale)
+
+
+def test_write_atomic_removes_what_a_killed_write_of_the_same_file_left(tmp_path):
+    from stylize.imaging import write_atomic
+
+    stale = tmp_path / ".out.png.deadbeef.stylize-tmp"  # a kill between write and rename leaves this
+    other = tmp_path / ".out.png.x.deadbeef.stylize-tmp"  # belongs to out.png.x: not ours to remove
+    unrelated = tmp_path / ".out.png.notahexid.stylize-tmp"
+    for path in (stale, other, unrelated):
+        path.write_bytes(b"half")
+    write_atomic(b"whole", tmp_path / "out.png")
+    assert (tmp_path / "out.png").read_bytes() == b"whole"
+    assert not stale.exists() and other.exists() and unrelated.exists()

@@ -58,6 +58,7 @@ def train_command(
     device: str = typer.Option(_TRAIN.device, help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option(_TRAIN.precision, help="auto, fp32, bf16 or fp16 (autocast)."),
     workers: int = typer.Option(_TRAIN.workers, help="Photo-decoding worker processes."),
+    compile: str = typer.Option(_TRAIN.compile, help="torch.compile the step: auto (runs of 500+ steps), always or never."),
     checkpoint_every: int = typer.Option(_TRAIN.checkpoint_every, help="Steps between checkpoints."),
     resume: str | None = typer.Option(None, help="'auto' (the checkpoint next to --out) or a checkpoint file."),
     preview_every: int = typer.Option(_TRAIN.preview_every, help="Steps between preview PNGs (0: none)."),
@@ -86,6 +87,7 @@ def train_command(
         device=device,
         precision=precision,  # type: ignore[arg-type]  # checked by training.check_config
         workers=workers,
+        compile=compile,
         checkpoint_every=checkpoint_every,
         resume=resume,
         preview_every=preview_every,
