@@ -446,12 +446,17 @@ def inference_precision(generator: Generator, photos: list[Path], device: torch.
             with Image.open(path) as image:
                 image = image.convert("RGB")
                 image.thumbnail((512, 512))
-                images.append(image_to_tensor(image))
         except OSError:
             continue
+        if min(image.size) >= 32:  # a sliver says nothing about rounding error, and under 8 px the network refuses it
+            images.append(image_to_tensor(image))
     if not images:
         return {}
-    choice = choose_precision(copy.deepcopy(generator), images, device=device)
+    try:
+        choice = choose_precision(copy.deepcopy(generator), images, device=device)
+    except (RuntimeError, ValueError) as exc:  # e.g. out of memory: never lose a finished run over this measurement
+        log.warning("could not measure the inference precision (%s); the model will run in fp32", exc)
+        return {}
     log.info("inference precision on %s: %s", device.type, choice.summary())
     return {device.type: choice.precision}
 

@@ -326,3 +326,14 @@ def test_compile_auto_only_for_long_single_process_runs() -> None:
     assert _should_compile("always", 1, two) and not _should_compile("never", 10**6, single)
     with pytest.raises(StylizeError, match="compile"):
         train(TrainConfig(style=("x.png",), compile="sometimes"))
+
+
+def test_trained_model_records_its_inference_precision(data: dict[str, Path], tmp_path: Path) -> None:
+    from stylize.training import inference_precision
+
+    model = load_model(train(tiny_config(data, tmp_path / "m.safetensors", iterations=2)))
+    assert set(model.precision) <= {"cpu"} and model.precision.get("cpu", "fp32") in ("fp32", "bf16")
+    if cpu_has_fast_bf16():
+        assert model.precision == {"cpu": model.precision["cpu"]}  # measured, so recorded
+    slivers = [write_image(tmp_path / f"s{i}.png", i, size=(600, 6)) for i in range(2)]  # thumbnail: 512x5
+    assert inference_precision(model.generator, slivers, torch.device("cpu")) in ({}, {"cpu": "fp32"})
