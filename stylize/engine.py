@@ -254,7 +254,9 @@ class Engine:
             # Compiled from the network without the sub-pixel and space-to-depth rewrites: inductor fuses the upsample
             # and pads itself, and the rewrites' shuffles cost it more than they save (26-style network at 1024 px
             # on the CPU: compiled 176 ms plain against 204 ms rewritten; scripts/bench_rewrites.py).
-            plain = PreparedGenerator(self.generator, _DTYPES[self.precision], rewrite=False).to(self.device)
+            plain = prepared
+            if prepared.rewrite:
+                plain = PreparedGenerator(self.generator, _DTYPES[self.precision], rewrite=False).to(self.device)
             self._compiled = _compile(plain.core, cuda_graphs=self.device.type == "cuda")
             if self._compiled is None:
                 self._compile_failed = True

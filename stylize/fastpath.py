@@ -169,6 +169,7 @@ class PreparedGenerator:
         self.config = generator.config
         self.dtype = dtype
         self.channels_last = channels_last
+        self.rewrite = rewrite
 
         def prepare(module: nn.Module) -> PreparedLayer:
             return _prepare_layer(module, dtype, channels_last, rewrite)

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import secrets
 import struct
 import warnings
@@ -605,14 +606,13 @@ def _remove_stale_temporaries_of(path: Path) -> None:
 
     The exact shape matters: ``.a.png.x.<hex>.stylize-tmp`` belongs to ``a.png.x``, which may be being written now.
     """
-    prefix, _, _ = _temp_name(path.name).rpartition(".")[0].rpartition(".")
+    stale = re.compile(re.escape(f".{_temp_stem(path.name)}.") + "[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
     try:
         names = os.listdir(path.parent)
     except OSError:
         return
     for name in names:
-        hex_part = name[len(prefix) + 1 : -len(TEMP_SUFFIX)] if name.startswith(prefix + ".") and name.endswith(TEMP_SUFFIX) else ""
-        if len(hex_part) == 8 and all(c in "0123456789abcdef" for c in hex_part):
+        if stale.fullmatch(name):
             _remove_quietly(path.parent / name)
 
 
@@ -645,10 +645,13 @@ def make_parent_folder(path: str | os.PathLike[str]) -> None:
         raise _write_error(exc, path) from exc
 
 
-def _temp_name(name: str) -> str:
+def _temp_stem(name: str) -> str:
     # Keep the temporary name under the usual 255-byte limit even for very long output names.
-    stem = os.fsencode(name)[:180]
-    return f".{os.fsdecode(stem)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    return os.fsdecode(os.fsencode(name)[:180])
+
+
+def _temp_name(name: str) -> str:
+    return f".{_temp_stem(name)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
 def _write_and_sync(temp: Path, data: bytes) -> None:

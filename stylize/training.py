@@ -27,7 +27,7 @@ from torch import nn
 
 from stylize.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from stylize.config import ARCHITECTURES, GeneratorConfig, TrainConfig
-from stylize.engine import cpu_has_fast_bf16
+from stylize.engine import COMPILE_MODES, cpu_has_fast_bf16
 from stylize.errors import EXIT_FAILURE, StylizeError
 from stylize.losses import LossTerms, PerceptualLoss
 from stylize.modelfile import StyleModel, load_model, save_model
@@ -88,8 +88,8 @@ def check_config(config: TrainConfig) -> None:
         raise StylizeError(f"unknown architecture {config.arch!r}", f"use one of: {', '.join(ARCHITECTURES)}")
     if config.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise StylizeError(f"unknown precision {config.precision!r}", "use auto, fp32, bf16 or fp16")
-    if config.compile not in ("auto", "always", "never"):
-        raise StylizeError(f"unknown compile mode {config.compile!r}", "use auto, always or never")
+    if config.compile not in COMPILE_MODES:
+        raise StylizeError(f"unknown compile mode {config.compile!r}", f"use {', '.join(COMPILE_MODES)}")
     positive = {"iterations": config.iterations, "batch-size": config.batch_size, "checkpoint-every": config.checkpoint_every}
     positive["log-every"] = config.log_every
     for flag, value in positive.items():
