@@ -159,11 +159,12 @@ class Engine:
     def prepared(self) -> PreparedGenerator:
         """The inference-prepared network, built on first use and kept for the life of the engine."""
         if self._prepared is None:
-            # Contiguous everywhere: on the CPU the norms and pads convert channels_last back, and on an H200 (cuDNN 9.19)
-            # channels_last fp16 ran slower, 10.6 against 8.1 ms for the Johnson network at 1024x1024 (docs/gpu.md).
-            # The sub-pixel/space-to-depth rewrites were measured faster on the CPU only; GPUs keep the layout measured there.
-            rewrite = self.device.type == "cpu"
-            self._prepared = PreparedGenerator(self.generator, _DTYPES[self.precision], rewrite=rewrite).to(self.device)
+            # On the CPU: the sub-pixel/space-to-depth rewrites, and the wide layers channels-last (oneDNN's native layout;
+            # see fastpath.WIDE_CHANNELS). On CUDA contiguous, as measured there: on an H200 (cuDNN 9.19) channels_last
+            # fp16 ran slower, 10.6 against 8.1 ms for the Johnson network at 1024x1024 (docs/gpu.md).
+            on_cpu = self.device.type == "cpu"
+            dtype = _DTYPES[self.precision]
+            self._prepared = PreparedGenerator(self.generator, dtype, rewrite=on_cpu, wide_channels_last=on_cpu).to(self.device)
         return self._prepared
 
     def forward(self, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:

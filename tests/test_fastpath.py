@@ -32,11 +32,21 @@ def _randomized(config: GeneratorConfig) -> Generator:
     return generator
 
 
-@pytest.mark.parametrize("config", [SMALL, DUMOULIN_LIKE, EXAMPLES_LIKE, TRANSPOSED], ids=["small", "dumoulin", "examples", "transposed"])
+# The bundled 26-style network's shape, narrower: wide channels-last layers feed narrow contiguous ones.
+MIXED_LAYOUT = GeneratorConfig(
+    encoder_channels=(16, 32, 32), num_residual_blocks=1, decoder_channels=(8, 4), normalize_output=True, conv_bias=False, num_styles=3
+)
+LAYOUTS = {"contiguous": {}, "wide_channels_last": {"wide_channels_last": True}, "channels_last": {"channels_last": True}}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize(
+    "config", [SMALL, DUMOULIN_LIKE, EXAMPLES_LIKE, TRANSPOSED, MIXED_LAYOUT], ids=["small", "dumoulin", "examples", "transposed", "mixed"]
+)
 @pytest.mark.parametrize("height,width", [(8, 8), (17, 29), (32, 33)])
-def test_prepared_equals_generator_fp32(config, height, width):
+def test_prepared_equals_generator_fp32(config, height, width, layout):
     generator = _randomized(config)
-    prepared = PreparedGenerator(generator)
+    prepared = PreparedGenerator(generator, **LAYOUTS[layout])
     images = torch.rand(2, 3, height, width)
     styles = [None, torch.eye(config.num_styles)[-1]]
     if config.num_styles > 1:
@@ -48,6 +58,15 @@ def test_prepared_equals_generator_fp32(config, height, width):
             got = prepared(images, weights)
             assert got.shape == expected.shape
             assert (got - expected).abs().max().item() <= 2e-5
+
+
+def test_wide_channels_last_picks_the_layers_by_width():
+    prepared = PreparedGenerator(_randomized(MIXED_LAYOUT), wide_channels_last=True)
+    # head 3->16, down 16->32->32, residual 32->32, up1 32->8: channels-last; up2 8->4 and tail 4->3: contiguous
+    assert [layer.channels_last for layer in prepared.layers] == [True] * 6 + [False, False]
+    assert prepared.head.weight.is_contiguous(memory_format=torch.channels_last)
+    assert prepared.tail.weight.is_contiguous()
+    assert not any(layer.channels_last for layer in PreparedGenerator(_randomized(MIXED_LAYOUT)).layers)
 
 
 def test_engine_fast_path_matches_plain_path():
