@@ -1,3 +1,3 @@
-from stylize.cli import main
+from stylize.cli import run
 
-main()
+run()

@@ -192,3 +192,25 @@ def test_greyscale_photo_stays_grey_only_with_preserve_color(tmp_path):
     assert run_cli("apply", str(grey), str(tmp_path / "kept.png"), "--preserve-color").returncode == 0
     assert Image.open(tmp_path / "colour.png").mode == "RGB"
     assert Image.open(tmp_path / "kept.png").mode == "L"
+
+
+@pytest.mark.parametrize("code,status", [(3, 3), (None, 0), ("bye", 1)])
+def test_exit_process_runs_exit_handlers_and_flushes(tmp_path, code, status):
+    """The entry points leave through exit_process (no interpreter teardown): exit handlers still run, output is kept."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "atexit-ran"
+    program = (
+        "import atexit, sys\n"
+        "from stylize.cli import exit_process\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "sys.stdout.write('kept in the buffer')\n"
+        f"exit_process({code!r})\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == status
+    assert done.stdout == "kept in the buffer"
+    assert marker.read_text() == "yes"
+    assert done.stderr == ("bye\n" if code == "bye" else "")

@@ -570,7 +570,19 @@ def test_save_image_encoder_failure_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("encoder exploded")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(StylizeError, match="could not encode the image as PNG"):
+    with pytest.raises(StylizeError, match="could not encode the image as JPEG"):
+        save_image(photo(), tmp_path / "out.jpg")
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_image_png_encoder_failure_leaves_nothing(tmp_path, monkeypatch):
+    import stylize.png
+
+    def broken_encode(image, **metadata):
+        raise OSError("encoder exploded")
+
+    monkeypatch.setattr(stylize.png, "encode_png", broken_encode)
+    with pytest.raises(StylizeError, match="could not encode the image as PNG: encoder exploded"):
         save_image(photo(), tmp_path / "out.png")
     assert os.listdir(tmp_path) == []
 

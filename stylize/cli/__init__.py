@@ -7,6 +7,7 @@ shows a traceback only with ``--debug`` (or ``STYLIZE_DEBUG=1``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -88,3 +89,40 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_FAILURE)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def run() -> None:
+    """The ``stylize`` console script and ``python -m stylize``: :func:`main`, then a quick exit of the process."""
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    exit_process(code)
+
+
+def exit_process(code: int | str | None) -> None:
+    """Leave the process the way ``sys.exit(code)`` would, but without tearing the interpreter down.
+
+    Unloading torch's modules and C++ state took 0.6-0.7 s after every command on a 2-core CPU (measured after an
+    80-photo folder run: 0.74 s from the last output to the process's end, 0.13 s this way), about 4% of that run.
+    Everything registered to run at exit still runs (``atexit`` handlers and ``weakref.finalize``, which remove
+    temporary folders) and the standard streams are flushed; what is skipped is freeing memory that the OS reclaims
+    anyway. Files the commands write are closed and synced before they return. Only for the process's own entry
+    points: a program that calls :func:`main` keeps its interpreter.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message") prints the message and exits with 1
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said anyway
+            pass
+    os._exit(status)
