@@ -248,13 +248,15 @@ def test_the_cpu_engine_runs_the_rewritten_network_and_compiles_the_plain_one(mo
 @pytest.mark.parametrize("pad", [1, 2, 4])
 @pytest.mark.parametrize("shape", [(1, 32, 9, 13), (2, 16, 5, 6), (1, 3, 12, 10)])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_reflect_pad_equals_pytorch(shape, pad, channels_last):
+@pytest.mark.parametrize("relu", [False, True])
+def test_reflect_pad_equals_pytorch(shape, pad, channels_last, relu):
     from stylize.fastpath import reflect_pad
 
     x = torch.randn(shape)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    got = reflect_pad(x, pad)
-    assert torch.equal(got, torch.nn.functional.pad(x, (pad,) * 4, mode="reflect"))
+    expected = torch.nn.functional.pad(x.relu() if relu else x, (pad,) * 4, mode="reflect")
+    got = reflect_pad(x, pad, relu=relu)
+    assert torch.equal(got, expected)
     if channels_last:
         assert got.is_contiguous(memory_format=torch.channels_last)
