@@ -172,8 +172,8 @@ class TrainConfig:
     device: str = "auto"
     # "auto": bf16 autocast on CUDA and on CPUs with AMX or AVX-512 BF16, fp16 with a grad scaler on GPUs without bf16, else fp32.
     precision: Precision = "auto"
-    # torch.compile of generator and loss network: "auto" (single-process runs of at least
-    # COMPILE_MIN_STEPS steps still to go, where the ~1 min compile repays), "always" or "never".
+    # torch.compile of generator and loss network: "auto" (single-process CUDA runs of at least
+    # COMPILE_MIN_STEPS steps still to go; on the CPU the eager step is faster), "always" or "never".
     compile: str = "auto"
     # Background processes decoding photos; 0 decodes in the training process.
     workers: int = 2

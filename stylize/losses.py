@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylize.config import LossConfig
+from stylize.network import is_channels_last
 from stylize.vgg import VGG16Features
 
 
@@ -27,6 +28,10 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """
     batch, channels, height, width = features.shape
     with torch.autocast(features.device.type, enabled=False):
+        if is_channels_last(features):
+            # (B, H, W, C) in memory: viewed as (B, HW, C) without a copy (reshaping to (B, C, HW) would copy it)
+            flat = features.permute(0, 2, 3, 1).reshape(batch, height * width, channels).float()
+            return torch.bmm(flat.transpose(1, 2), flat) / (channels * height * width)  # (B, C, C)
         flat = features.float().reshape(batch, channels, height * width)  # (B, C, HW)
         return torch.bmm(flat, flat.transpose(1, 2)) / (channels * height * width)  # (B, C, C)
 

@@ -309,7 +309,7 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
     model: nn.Module = generator
     if run.world_size > 1:
         model = nn.parallel.DistributedDataParallel(generator, device_ids=[device.index] if device.type == "cuda" else None)
-    if _should_compile(config.compile, total_steps - start_step, run):
+    if _should_compile(config.compile, total_steps - start_step, run, device):
         # Only the training step runs compiled: previews and the saved weights use `generator` itself.
         model = torch.compile(model, dynamic=False)
         loss_fn.vgg = torch.compile(loss_fn.vgg, dynamic=False)
@@ -417,17 +417,20 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
     return out
 
 
-#: ``compile="auto"`` compiles only runs with at least this many steps to go: the compile costs about a minute on
-#: a 2-core CPU and saved 0.24 s of 1.62 s per step there (Johnson, batch 4, 256 px: scripts/bench_train.py --compile).
+#: ``compile="auto"`` compiles only runs with at least this many steps to go (the compile costs about a minute).
 COMPILE_MIN_STEPS = 500
 
 
-def _should_compile(mode: str, steps_left: int, run: Run) -> bool:
+def _should_compile(mode: str, steps_left: int, run: Run, device: torch.device) -> bool:
+    """``auto``: single-process CUDA runs of :data:`COMPILE_MIN_STEPS` steps or more. Not on the CPU: there the eager
+    step (channels-last norms and pads, see network.py) measured faster than the compiled one, 1.13 against 1.34 s
+    (Johnson, batch 4, 256 px, 2-core AMD CPU: scripts/bench_train.py --compile). On CUDA the step is launch-bound
+    (22-26 ms, docs/gpu.md), which compiling addresses; DDP plus compile was not measured, so it is not automatic."""
     if mode == "never":
         return False
     if mode == "always":
         return True
-    return steps_left >= COMPILE_MIN_STEPS and run.world_size == 1  # DDP plus compile: not measured here, so not automatic
+    return device.type == "cuda" and steps_left >= COMPILE_MIN_STEPS and run.world_size == 1
 
 
 def inference_precision(generator: Generator, photos: list[Path], device: torch.device) -> dict[str, str]:

@@ -103,7 +103,8 @@ class VGG16Features(nn.Module):
             if conv_name in wanted:
                 outputs[conv_name] = x
             relu_name = "relu" + conv_name.removeprefix("conv")
-            x = F.relu(x)
+            # in place unless the conv's own output was asked for (a conv's backward needs its input, not its output)
+            x = F.relu(x) if conv_name in wanted else F.relu_(x)
             if relu_name in wanted:
                 outputs[relu_name] = x
             if conv_name in _POOL_AFTER:

@@ -66,3 +66,10 @@ def test_perceptual_loss_needs_styles() -> None:
     loss = PerceptualLoss(VGG16Features(), LossConfig())
     with pytest.raises(RuntimeError, match="set_styles"):
         loss(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.tensor([0]))
+
+
+def test_gram_matrix_of_channels_last_features_equals_contiguous():
+    features = torch.randn(2, 16, 9, 7, dtype=torch.float64)
+    expected = gram_matrix(features)
+    got = gram_matrix(features.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -84,3 +84,49 @@ def test_transposed_upsampling_variant_keeps_size():
 def test_style_weights_shape_is_checked():
     with pytest.raises(ValueError, match="style weights"):
         Generator(SMALL)(torch.rand(1, 3, 16, 16), torch.ones(4))
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "transposed"])
+def test_channels_last_training_path_equals_the_contiguous_one(upsample):
+    """Channels-last tensors take per-image batch_norm and a custom reflection pad (forward and backward): same maths."""
+    config = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=1, decoder_channels=(8, 8), num_styles=3, upsample=upsample)
+    torch.manual_seed(0)
+    generator = Generator(config).double()
+    with torch.no_grad():
+        for name, param in generator.named_parameters():
+            if name.endswith("gamma"):
+                param.uniform_(0.5, 1.5)
+            elif name.endswith("beta"):
+                param.uniform_(-0.3, 0.3)
+    images = torch.rand(2, 3, 20, 28, dtype=torch.float64)
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], dtype=torch.float64)
+    probe = torch.rand(2, 3, 20, 28, dtype=torch.float64)  # a loss that weighs every output pixel differently
+
+    def run(layout: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        generator.zero_grad()
+        model = generator.to(memory_format=layout)
+        x = images.clone().contiguous(memory_format=layout).requires_grad_(True)
+        out = model(x, weights)
+        (out * probe).sum().backward()
+        return out.detach(), x.grad, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    out_plain, grad_plain, params_plain = run(torch.contiguous_format)
+    out_cl, grad_cl, params_cl = run(torch.channels_last)
+    torch.testing.assert_close(out_cl, out_plain, rtol=0, atol=1e-10)
+    torch.testing.assert_close(grad_cl, grad_plain, rtol=0, atol=1e-10)
+    for name in params_plain:
+        torch.testing.assert_close(params_cl[name], params_plain[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_reflect_pad_channels_last_gradient_equals_pytorch():
+    from stylize.network import _ReflectPadChannelsLast
+
+    for shape, pad in [((2, 4, 9, 11), 1), ((1, 3, 12, 10), 4), ((2, 8, 6, 7), 2)]:
+        x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        upstream = torch.randn(shape[0], shape[1], shape[2] + 2 * pad, shape[3] + 2 * pad, dtype=torch.float64)
+        (_ReflectPadChannelsLast.apply(x, pad) * upstream).sum().backward()
+        ours = x.grad.clone()
+        x.grad = None
+        (F.pad(x, (pad,) * 4, mode="reflect") * upstream).sum().backward()
+        torch.testing.assert_close(ours, x.grad, rtol=0, atol=1e-12)
+        assert ours.is_contiguous(memory_format=torch.channels_last)

@@ -316,14 +316,16 @@ def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: P
     assert weights(out).keys() == weights(tmp_path / "never.safetensors").keys()  # no "_orig_mod." prefix saved
 
 
-def test_compile_auto_only_for_long_single_process_runs() -> None:
+def test_compile_auto_only_for_long_single_process_cuda_runs() -> None:
     from stylize.training import COMPILE_MIN_STEPS, Run, _should_compile
 
     single, two = Run(0, 1, 0), Run(0, 2, 0)
-    assert not _should_compile("auto", COMPILE_MIN_STEPS - 1, single)
-    assert _should_compile("auto", COMPILE_MIN_STEPS, single)
-    assert not _should_compile("auto", 10 * COMPILE_MIN_STEPS, two)
-    assert _should_compile("always", 1, two) and not _should_compile("never", 10**6, single)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert not _should_compile("auto", COMPILE_MIN_STEPS - 1, single, cuda)
+    assert _should_compile("auto", COMPILE_MIN_STEPS, single, cuda)
+    assert not _should_compile("auto", 10 * COMPILE_MIN_STEPS, two, cuda)
+    assert not _should_compile("auto", 10 * COMPILE_MIN_STEPS, single, cpu)  # eager measured faster on the CPU
+    assert _should_compile("always", 1, two, cpu) and not _should_compile("never", 10**6, single, cuda)
     with pytest.raises(StylizeError, match="compile"):
         train(TrainConfig(style=("x.png",), compile="sometimes"))
 
