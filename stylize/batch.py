@@ -460,6 +460,25 @@ def _batch_size(options: BatchOptions, device: torch.device) -> int:
     return options.batch_size or (8 if device.type == "cuda" else 4)
 
 
+#: How much nicer than the network the decoding and writing threads run (Linux niceness, added to the current one).
+HELPER_NICENESS = 10
+
+
+def yield_to_network() -> None:
+    """Lower the calling thread's CPU priority: decoding and encoding then fill the gaps the network's threads leave
+    instead of preempting one of them, which stalls its partner at the next barrier (80 sun80 photos, three runs each
+    way: 13.20 against 13.42 s). Linux nice values are per thread; elsewhere, or when not allowed, nothing happens."""
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + HELPER_NICENESS))
+    except (OSError, AttributeError):
+        pass
+
+
+def _decoder_yields_to_network(_worker_id: int) -> None:
+    yield_to_network()
+
+
 def default_workers() -> int:
     """Decoding processes: half the CPUs (the other half runs the network), at least 1, at most 8."""
     return max(1, min(8, (os.cpu_count() or 2) // 2))
@@ -479,6 +498,7 @@ def _decoded_stream(jobs: Sequence[Job], options: BatchOptions, workers: int, de
         pin_memory=on_cuda,
         prefetch_factor=2 if workers else None,
         in_order=False,  # a slow file must not hold up the rest; results are keyed by job
+        worker_init_fn=_decoder_yields_to_network,
     )
     for items in loader:
         for item in items:
@@ -708,7 +728,7 @@ def _run_jobs(
 
     writers = max(1, min(4, workers or 1))
     in_flight = threading.BoundedSemaphore(2 * writers + batch_size)
-    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="stylize-write") as pool:
+    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="stylize-write", initializer=yield_to_network) as pool:
 
         def submit(item: DecodedFile, result: torch.Tensor, share: float) -> None:
             in_flight.acquire()  # back-pressure: the network waits when encoding falls behind

@@ -283,3 +283,28 @@ def test_folder_mode_streams_in_tiles_with_the_same_result(tmp_path):
     assert a.shape == b.shape and np.abs(a - b).max() <= 1
     bad = run_cli("apply", str(src), str(tmp_path / "bad"), "--tile", "banana")
     assert bad.returncode == 2 and "tile" in bad.stderr.decode()
+
+
+def test_helper_threads_yield_to_the_network():
+    """The decoding and writing threads lower only their own priority, relative to the current one."""
+    import os
+    import threading
+
+    from stylize.batch import HELPER_NICENESS, yield_to_network
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priorities on this platform")
+    seen = {}
+
+    def helper() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        yield_to_network()
+        seen["change"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - before
+        seen["before"] = before
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=helper)
+    thread.start()
+    thread.join()
+    assert seen["change"] == min(HELPER_NICENESS, 19 - seen["before"])
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before  # this thread is untouched
