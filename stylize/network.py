@@ -104,8 +104,9 @@ class ConditionalInstanceNorm2d(nn.Module):
         # style_weights (B, S) @ table (S, C) -> (B, C), broadcast over H and W.
         gamma = style_weights @ self.gamma.to(style_weights.dtype)
         beta = style_weights @ self.beta.to(style_weights.dtype)
-        if is_channels_last(x) and not torch.compiler.is_compiling():
-            # One batch_norm per image, with its affine: it keeps the layout. F.instance_norm views x as (1, B*C, H, W),
+        if is_channels_last(x) and x.device.type == "cpu" and not torch.compiler.is_compiling():
+            # One batch_norm per image, with its affine: it keeps the layout (CPU only; CUDA keeps the path measured there).
+            # F.instance_norm views x as (1, B*C, H, W),
             # which copies a channels-last tensor to contiguous and back, in the forward and the backward pass (training
             # step, Johnson, batch 4, 256 px, bf16 on a 2-core CPU: see docs/training.md).
             # bf16/fp16 activations keep float32 scale and shift (batch_norm takes that mix); others match x
@@ -147,7 +148,9 @@ class ConvNormAct(nn.Module):
     def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        if is_channels_last(x) and not torch.compiler.is_compiling():  # PyTorch's reflection pad (and its backward) crawls over channels-last tensors
+        # PyTorch's reflection pad (and its backward) crawls over channels-last tensors on the CPU. CUDA keeps the path
+        # that was measured there (docs/gpu.md), as does torch.compile, which fuses PyTorch's own ops better.
+        if is_channels_last(x) and x.device.type == "cpu" and not torch.compiler.is_compiling():
             x = _ReflectPadChannelsLast.apply(x, self.conv.padding[0])
             x = F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride)
         else:
