@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from stylize.config import GeneratorConfig
+from stylize.network import Generator
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,3 +48,15 @@ def make_photo(path: Path, size: tuple[int, int] = (48, 40), mode: str = "RGB") 
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def randomized_generator(config: GeneratorConfig) -> Generator:
+    """A generator in eval mode with non-trivial norm tables (fresh ones are all gamma=1, beta=0 and hide mixing bugs)."""
+    generator = Generator(config).eval()
+    with torch.no_grad():
+        for name, param in generator.named_parameters():
+            if name.endswith("gamma"):
+                param.uniform_(0.5, 1.5)
+            elif name.endswith("beta"):
+                param.uniform_(-0.3, 0.3)
+    return generator

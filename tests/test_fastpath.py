@@ -9,6 +9,7 @@ from stylize.config import GeneratorConfig
 from stylize.engine import Engine
 from stylize.fastpath import PreparedGenerator
 from stylize.network import Generator
+from tests.conftest import randomized_generator
 
 SMALL = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=2, decoder_channels=(8, 8), num_styles=3)
 DUMOULIN_LIKE = GeneratorConfig(
@@ -18,18 +19,6 @@ EXAMPLES_LIKE = GeneratorConfig(
     encoder_channels=(8, 16, 16), num_residual_blocks=1, decoder_channels=(8, 8), output_activation="clamp", pixel_scale=255.0
 )
 TRANSPOSED = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=1, decoder_channels=(8, 8), upsample="transposed")
-
-
-def _randomized(config: GeneratorConfig) -> Generator:
-    """A generator with non-trivial norm tables (fresh ones are all gamma=1, beta=0 and hide mixing bugs)."""
-    generator = Generator(config).eval()
-    with torch.no_grad():
-        for name, param in generator.named_parameters():
-            if name.endswith("gamma"):
-                param.uniform_(0.5, 1.5)
-            elif name.endswith("beta"):
-                param.uniform_(-0.3, 0.3)
-    return generator
 
 
 # The bundled 26-style network's shape, narrower: wide channels-last layers feed narrow contiguous ones.
@@ -45,7 +34,7 @@ LAYOUTS = {"contiguous": {}, "wide_channels_last": {"wide_channels_last": True},
 )
 @pytest.mark.parametrize("height,width", [(8, 8), (17, 29), (32, 33)])
 def test_prepared_equals_generator_fp32(config, height, width, layout):
-    generator = _randomized(config)
+    generator = randomized_generator(config)
     prepared = PreparedGenerator(generator, **LAYOUTS[layout])
     images = torch.rand(2, 3, height, width)
     styles = [None, torch.eye(config.num_styles)[-1]]
@@ -61,16 +50,16 @@ def test_prepared_equals_generator_fp32(config, height, width, layout):
 
 
 def test_wide_channels_last_picks_the_layers_by_width():
-    prepared = PreparedGenerator(_randomized(MIXED_LAYOUT), wide_channels_last=True)
+    prepared = PreparedGenerator(randomized_generator(MIXED_LAYOUT), wide_channels_last=True)
     # head 3->16, down 16->32->32, residual 32->32, up1 32->8: channels-last; up2 8->4 and tail 4->3: contiguous
     assert [layer.channels_last for layer in prepared.layers] == [True] * 6 + [False, False]
     assert prepared.head.weight.is_contiguous(memory_format=torch.channels_last)
     assert prepared.tail.weight.is_contiguous()
-    assert not any(layer.channels_last for layer in PreparedGenerator(_randomized(MIXED_LAYOUT)).layers)
+    assert not any(layer.channels_last for layer in PreparedGenerator(randomized_generator(MIXED_LAYOUT)).layers)
 
 
 def test_engine_fast_path_matches_plain_path():
-    generator = _randomized(SMALL)
+    generator = randomized_generator(SMALL)
     images, weights = torch.rand(1, 3, 21, 30), torch.tensor([0.0, 1.0, 0.0])
     fast = Engine(generator, torch.device("cpu"), "fp32", compile="never").forward(images, weights)
     plain = Engine(generator, torch.device("cpu"), "fp32", optimize=False).forward(images, weights)
@@ -79,7 +68,7 @@ def test_engine_fast_path_matches_plain_path():
 
 
 def test_style_cache_is_invalidated_for_another_style_vector():
-    generator = _randomized(SMALL)
+    generator = randomized_generator(SMALL)
     prepared = PreparedGenerator(generator)
     images = torch.rand(1, 3, 16, 20)
     first = prepared.mixed_affine(torch.tensor([[1.0, 0.0, 0.0]]))
@@ -94,7 +83,7 @@ def test_style_cache_is_invalidated_for_another_style_vector():
 
 
 def test_bf16_fast_path_stays_close_on_a_small_network():
-    generator = _randomized(SMALL)
+    generator = randomized_generator(SMALL)
     images, weights = torch.rand(1, 3, 24, 24), torch.tensor([1.0, 0.0, 0.0])
     fp32 = Engine(generator, torch.device("cpu"), "fp32", compile="never").forward(images, weights)
     bf16 = Engine(generator, torch.device("cpu"), "bf16", compile="never").forward(images, weights)
@@ -123,7 +112,7 @@ def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch)
 
     monkeypatch.setattr(engine_module, "_compile", fake_compile)
     monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e9)
-    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32")
+    engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
     engine.forward(images, weights)
     engine.forward(images, weights)
@@ -132,7 +121,7 @@ def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch)
     out = engine.forward(images, weights)
     assert len(compiled_calls) == 1
     assert (out - engine.generator(images, weights)).abs().max().item() <= 2e-5
-    never = Engine(_randomized(SMALL), torch.device("cpu"), "fp32", compile="never")
+    never = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32", compile="never")
     never.forward(images, weights)
     assert len(compiled_calls) == 1
 
@@ -151,7 +140,7 @@ def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch
 
     monkeypatch.setattr(engine_module, "_compile", fake_compile)
     monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)  # the eager rent is always paid up
-    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32")
+    engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
     engine.forward(images, weights)  # one eager call measures what a call of this shape costs
     engine.expect_calls(0)  # nothing left to repay a compile (a folder run on its last image)
@@ -188,14 +177,14 @@ def test_space_to_depth_conv_equals_the_plain_conv(kernel):
 
 
 def test_rewrites_are_chosen_per_layer():
-    generator = _randomized(DUMOULIN_LIKE)
+    generator = randomized_generator(DUMOULIN_LIKE)
     prepared = PreparedGenerator(generator)
     assert [layer.layout for layer in (prepared.head, prepared.down1, prepared.up1, prepared.up2, prepared.tail)] == [
         "plain", "plain", "subpixel", "subpixel", "space_to_depth",
     ]  # fmt: skip
     assert prepared.tail.weight.shape == (12, 16, 5, 5)  # 3 -> 4*3 outputs, 4 -> 4*4 inputs, 9x9 -> 5x5
     assert all(layer.layout == "plain" for layer in PreparedGenerator(generator, rewrite=False).layers)
-    wide_head = _randomized(SMALL)  # an 8-channel 9x9 head stays plain: its shuffled output would cost more than it saves
+    wide_head = randomized_generator(SMALL)  # an 8-channel 9x9 head stays plain: its shuffled output would cost more than it saves
     assert PreparedGenerator(wide_head).head.layout == "plain"
 
 
@@ -216,7 +205,7 @@ def test_auto_compile_keeps_the_compiled_network_only_where_it_measured_faster(m
 
     monkeypatch.setattr(engine_module, "_compile", fake_compile)
     monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)
-    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32")
+    engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
     if compiled_is_faster:  # make the eager calls look slow instead
         monkeypatch.setattr(engine, "_eager_seconds", {tuple(images.shape): 10.0})
@@ -237,7 +226,7 @@ def test_the_cpu_engine_runs_the_rewritten_network_and_compiles_the_plain_one(mo
 
     compiled_from = []
     monkeypatch.setattr(engine_module, "_compile", lambda function, cuda_graphs=False: compiled_from.append(function.__self__) or function)
-    engine = Engine(_randomized(SMALL), torch.device("cpu"), "fp32", compile="always")
+    engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32", compile="always")
     assert engine.prepared.up1.layout == "subpixel"
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([0.0, 1.0, 0.0])
     out = engine.forward(images, weights)

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from stylize.config import ARCHITECTURES, GeneratorConfig
 from stylize.network import ConditionalInstanceNorm2d, Generator
+from tests.conftest import randomized_generator
 
 SMALL = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=2, decoder_channels=(8, 8), num_styles=3)
 
@@ -91,13 +92,7 @@ def test_channels_last_training_path_equals_the_contiguous_one(upsample):
     """Channels-last tensors take per-image batch_norm and a custom reflection pad (forward and backward): same maths."""
     config = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=1, decoder_channels=(8, 8), num_styles=3, upsample=upsample)
     torch.manual_seed(0)
-    generator = Generator(config).double()
-    with torch.no_grad():
-        for name, param in generator.named_parameters():
-            if name.endswith("gamma"):
-                param.uniform_(0.5, 1.5)
-            elif name.endswith("beta"):
-                param.uniform_(-0.3, 0.3)
+    generator = randomized_generator(config).double()
     images = torch.rand(2, 3, 20, 28, dtype=torch.float64)
     weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], dtype=torch.float64)
     probe = torch.rand(2, 3, 20, 28, dtype=torch.float64)  # a loss that weighs every output pixel differently
