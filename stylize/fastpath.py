@@ -31,7 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylize.network import MIN_SIDE, SIZE_MULTIPLE, ConvNormAct, Generator, TransposedConvNormAct, is_channels_last, reflect_pad
+from stylize.network import (
+    MIN_SIDE,
+    SIZE_MULTIPLE,
+    ConvNormAct,
+    Generator,
+    TransposedConvNormAct,
+    instance_norm_channels_last,
+    is_channels_last,
+    reflect_pad,
+)
 
 
 @dataclass
@@ -130,8 +139,8 @@ def _prepare_layer(module: nn.Module, dtype: torch.dtype, channels_last: bool, r
     return PreparedLayer(
         weight=_stored(weight, dtype, channels_last),
         bias=None if bias is None else bias.to(dtype),
-        stride=conv.stride[0],
-        pad=conv.padding[0],
+        stride=stride,
+        pad=pad,
         upsample=module.upsample,
         transposed=False,
         gamma=None if norm is None else norm.gamma.detach().float(),
@@ -155,23 +164,6 @@ WIDE_CHANNELS = 16
 def _stored(weight: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
     weight = weight.to(dtype)
     return weight.contiguous(memory_format=torch.channels_last) if channels_last else weight.contiguous()
-
-
-def _instance_norm_channels_last(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
-    """Instance norm with ``gamma``/``beta`` ``(B*C,)`` of a channels-last ``(B, C, H, W)``; a new channels-last tensor.
-
-    Each image is one ``batch_norm`` call on its ``(1, C, H, W)`` slice, which PyTorch runs channels-last natively: on
-    the CPU 10 ms for a 32-channel 1024x768 map, against 60 ms for the plain passes of :func:`_instance_norm_cpu_`
-    over the strided channel axis and 20 ms for converting it to contiguous and back. Its statistics are less exact
-    than the two-pass ones (about 5e-4 of a unit on that map, 0.04/255 in the final image), far inside the precision
-    tolerance (``stylize.precision``).
-    """
-    channels = x.shape[1]
-    parts = [
-        F.batch_norm(x[i : i + 1], None, None, gamma[i * channels : (i + 1) * channels], beta[i * channels : (i + 1) * channels], True, 0.0, eps)
-        for i in range(x.shape[0])
-    ]
-    return parts[0] if len(parts) == 1 else torch.cat(parts).contiguous(memory_format=torch.channels_last)
 
 
 def _instance_norm_cpu_(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> None:
@@ -202,7 +194,7 @@ class PreparedGenerator:
         """``rewrite``: run upsampling convs sub-pixel and few-channel large-kernel convs space-to-depth (see above).
 
         ``channels_last``: every layer channels-last. ``wide_channels_last``: the layers with at least
-        :data:`WIDE_CHANNELS` output channels channels-last, the narrower ones contiguous (the CPU's choice).
+        :data:`WIDE_CHANNELS` input or output channels channels-last, the narrower ones contiguous (the CPU's choice).
         """
         self.config = generator.config
         self.dtype = dtype
@@ -331,7 +323,7 @@ class PreparedGenerator:
                 # 1.6 on one), and the narrow layers after it run contiguous anyway.
                 x = x.contiguous()
             if is_channels_last(x):
-                x = _instance_norm_channels_last(x, affine[0], affine[1], layer.eps)
+                x = instance_norm_channels_last(x, affine[0].view(batch, channels), affine[1].view(batch, channels), layer.eps)
             elif x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
                 _instance_norm_cpu_(x.view(batch * channels, h * w), affine[0], affine[1], layer.eps)
             else:
