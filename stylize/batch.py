@@ -798,7 +798,8 @@ def _write_result(item: DecodedFile, result: torch.Tensor, options: BatchOptions
         final = imaging.finish_image(stylized, loaded, job.fmt, keep_greyscale=keep_grey)
         data = imaging.encode_image(final, job.fmt, quality=options.quality, exif=item.exif, icc_profile=item.icc_profile)
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        imaging.write_atomic(data, job.target, overwrite=options.overwrite)
+        # clean_stale=False: the run removed the output tree's stale temporaries before it started
+        imaging.write_atomic(data, job.target, overwrite=options.overwrite, clean_stale=False)
     except StylizeError as exc:
         status, reason = "failed", exc.one_line()
     except Exception as exc:  # noqa: BLE001 - a disk error on one file must not stop the batch

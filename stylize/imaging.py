@@ -46,6 +46,7 @@ __all__ = [
     "open_image",
     "output_format",
     "remove_stale_temporaries",
+    "remove_stale_temporaries_of",
     "same_file",
     "save_image",
     "tensor_to_image",
@@ -574,12 +575,14 @@ def _icc_matches(icc_profile: bytes, mode: str) -> bool:
     return (space == b"RGB " and mode in ("RGB", "RGBA")) or (space == b"GRAY" and mode in ("L", "LA"))
 
 
-def write_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def write_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool = False, clean_stale: bool = True) -> Path:
     """Write ``data`` to ``path`` so that the file is either complete or absent, even if the process is killed.
 
     The bytes go to ``.<name>.<random>.stylize-tmp`` in the same folder, are flushed to disk, and the temporary file is
     then renamed into place. Without ``overwrite`` it is hard-linked instead, which fails rather than replace a file
-    that appeared meanwhile. The temporary file is removed on any failure.
+    that appeared meanwhile. The temporary file is removed on any failure. ``clean_stale`` first removes what a killed
+    write of this same file left (:func:`remove_stale_temporaries_of`); a caller that has already cleaned the whole
+    folder passes False, since that lists the folder on every write (4.3 ms per file in a 10,000-file folder).
     """
     path = Path(path)
     label = display_path(path)
@@ -590,7 +593,8 @@ def write_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool =
             raise _exists_error(label)
     except OSError as exc:
         raise _write_error(exc, path) from exc
-    _remove_stale_temporaries_of(path)
+    if clean_stale:
+        remove_stale_temporaries_of(path)
     temp = path.parent / _temp_name(path.name)
     try:
         _write_and_sync(temp, data)
@@ -608,7 +612,7 @@ def write_atomic(data: bytes, path: str | os.PathLike[str], *, overwrite: bool =
     return path
 
 
-def _remove_stale_temporaries_of(path: Path) -> None:
+def remove_stale_temporaries_of(path: Path) -> None:
     """Delete ``.<name>.<8 hex digits>.stylize-tmp`` next to ``path``: what a killed write of this same file left.
 
     The exact shape matters: ``.a.png.x.<hex>.stylize-tmp`` belongs to ``a.png.x``, which may be being written now.

@@ -491,12 +491,11 @@ def _remove_stale_temporaries(out: Path, ckpt_path: Path) -> None:
     Only names derived from ``out`` are touched (see :func:`stylize.checkpoint.save_checkpoint` and
     :func:`stylize.imaging.write_atomic`), so other files in the folder are safe.
     """
-    from stylize.imaging import TEMP_SUFFIX
+    from stylize.imaging import remove_stale_temporaries_of
 
-    model_prefix = "." + os.fsdecode(os.fsencode(out.name)[:180]) + "."  # write_atomic's temporary name
-    for pattern in (f".{glob.escape(ckpt_path.name)}.*.tmp", f"{glob.escape(model_prefix)}*{TEMP_SUFFIX}"):
-        for path in out.parent.glob(pattern):
-            path.unlink(missing_ok=True)
+    remove_stale_temporaries_of(out)
+    for path in out.parent.glob(f".{glob.escape(ckpt_path.name)}.*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 def _resume_path(resume: str | None, ckpt_path: Path) -> Path | None:

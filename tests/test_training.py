@@ -339,3 +339,21 @@ def test_trained_model_records_its_inference_precision(data: dict[str, Path], tm
         assert model.precision == {"cpu": model.precision["cpu"]}  # measured, so recorded
     slivers = [write_image(tmp_path / f"s{i}.png", i, size=(600, 6)) for i in range(2)]  # thumbnail: 512x5
     assert inference_precision(model.generator, slivers, torch.device("cpu")) in ({}, {"cpu": "fp32"})
+
+
+def test_stale_temporaries_of_this_model_are_removed_and_no_others(tmp_path):
+    from stylize.imaging import TEMP_SUFFIX
+    from stylize.training import _remove_stale_temporaries, checkpoint_path
+
+    out = tmp_path / "starry.safetensors"
+    stale = [tmp_path / f".starry.safetensors.0123abcd{TEMP_SUFFIX}", tmp_path / ".starry.ckpt.k3j2h1.tmp"]
+    keep = [
+        tmp_path / f".starry.safetensors.v2.0123abcd{TEMP_SUFFIX}",  # belongs to starry.safetensors.v2
+        tmp_path / f".other.safetensors.0123abcd{TEMP_SUFFIX}",
+        tmp_path / "starry.ckpt",
+    ]
+    for path in stale + keep:
+        path.write_bytes(b"x")
+    _remove_stale_temporaries(out, checkpoint_path(out))
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in keep)
