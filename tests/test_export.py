@@ -6,8 +6,7 @@ import torch
 from stylize.config import GeneratorConfig
 from stylize.export import MAX_ABS_ERROR, export_onnx
 from stylize.modelfile import StyleModel, save_model
-from stylize.network import Generator
-from tests.conftest import run_cli
+from tests.conftest import randomized_generator, run_cli
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -16,12 +15,7 @@ TINY = GeneratorConfig(encoder_channels=(4, 8, 8), num_residual_blocks=1, decode
 
 
 def _model(config: GeneratorConfig) -> StyleModel:
-    generator = Generator(config).eval()
-    with torch.no_grad():
-        for name, param in generator.named_parameters():
-            if name.endswith("gamma"):
-                param.uniform_(0.5, 1.5)
-    return StyleModel(generator, styles=[f"s{i}" for i in range(config.num_styles)])
+    return StyleModel(randomized_generator(config), styles=[f"s{i}" for i in range(config.num_styles)])
 
 
 @pytest.mark.parametrize("num_styles", [1, 3])
