@@ -73,3 +73,39 @@ def test_gram_matrix_of_channels_last_features_equals_contiguous():
     expected = gram_matrix(features)
     got = gram_matrix(features.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bfloat16_gram_matches_float64_forward_and_backward(layout):
+    """bf16 features are multiplied in bf16: only the result's rounding (2^-9 relative) separates it from float64."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 8, 12, 10).relu().bfloat16().contiguous(memory_format=layout).requires_grad_(True)
+    upstream = torch.randn(2, 8, 8)  # an arbitrary loss sum(G * upstream), so the gradient is (U + U^T) F / CHW
+    gram = gram_matrix(features)
+    assert gram.dtype == torch.float32
+    (gram * upstream).sum().backward()
+    exact = features.detach().double().requires_grad_(True)
+    flat = exact.reshape(2, 8, 120)
+    exact_gram = flat @ flat.transpose(1, 2) / (8 * 12 * 10)
+    (exact_gram * upstream.double()).sum().backward()
+    torch.testing.assert_close(gram.double(), exact_gram.detach(), rtol=2**-8, atol=1e-6)
+    assert features.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(features.grad.double(), exact.grad, rtol=2**-7, atol=2**-7 * exact.grad.abs().max().item())
+    assert (gram.double() - exact_gram.detach()).abs().max() > 0  # rounded to bf16: the bf16 path really ran
+
+
+def test_bfloat16_content_loss_matches_float64_and_skips_the_target_gradient():
+    torch.manual_seed(0)
+    layout = torch.channels_last
+    features = torch.randn(2, 6, 9, 7).bfloat16().contiguous(memory_format=layout).requires_grad_(True)
+    target = torch.randn(2, 6, 9, 7).bfloat16().contiguous(memory_format=layout)
+    loss = content_loss(features, target)
+    loss.backward()
+    difference = features.detach().double() - target.double()
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(difference.pow(2).mean().item(), rel=1e-3)
+    # the difference and the gradient scale are each rounded to bf16 once
+    torch.testing.assert_close(features.grad.double(), 2 * difference / difference.numel(), rtol=2**-6, atol=1e-7)
+    # Mixed layouts or dtypes take the float32 path and agree with it.
+    mixed = content_loss(features.detach().contiguous(), target)
+    assert mixed.item() == pytest.approx(loss.item(), rel=1e-3)
