@@ -32,9 +32,10 @@ def reflect_pad(x: torch.Tensor, pad: int, relu: bool = False) -> torch.Tensor:
 
     PyTorch's reflection pad walks a channels-last tensor element by element: 24 ms for a 32-channel 1024x768 map on
     the CPU, against 5 ms for this copy of the interior plus the border strips (and 57 ms converting to contiguous).
-    Contiguous tensors take PyTorch's own kernel, which is as fast for them.
+    Contiguous tensors take PyTorch's own kernel, which is as fast for them, as does code under ``torch.compile``,
+    which fuses the two itself.
     """
-    if not pad or x.is_contiguous():
+    if not pad or x.is_contiguous() or torch.compiler.is_compiling():  # dynamo cannot trace out= into a strided view
         if relu:
             x = F.relu_(x)
         return F.pad(x, (pad,) * 4, mode="reflect") if pad else x
@@ -66,12 +67,12 @@ def instance_norm_channels_last(x: torch.Tensor, gamma: torch.Tensor, beta: torc
     channel axis and 20 ms for converting to contiguous and back (``F.instance_norm`` views x as ``(1, B*C, H, W)``,
     which copies it, forward and backward). Its statistics are less exact than two-pass ones (about 5e-4 of a unit on
     that map, 0.04/255 in a final image), far inside the precision tolerance (``stylize.precision``). bf16/fp16
-    activations keep float32 scale and shift (batch_norm takes that mix); other dtypes use x's. On the CPU each image
-    is normalised straight into its slice of one output (:class:`_InstanceNormChannelsLast`).
+    activations keep float32 scale and shift (batch_norm takes that mix); other dtypes use x's. Eager on the CPU, each
+    image is normalised straight into its slice of one output (:class:`_InstanceNormChannelsLast`).
     """
     dtype = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
     gamma, beta = gamma.to(dtype), beta.to(dtype)
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():  # dynamo cannot trace out= into strided slices
         return _InstanceNormChannelsLast.apply(x, gamma, beta, eps)
     parts = [F.batch_norm(x[i : i + 1], None, None, gamma[i], beta[i], True, 0.0, eps) for i in range(x.shape[0])]
     return parts[0] if len(parts) == 1 else torch.cat(parts)  # cat keeps the channels-last layout
