@@ -249,3 +249,16 @@ def test_reflect_pad_equals_pytorch(shape, pad, channels_last, relu):
     assert torch.equal(got, expected)
     if channels_last:
         assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_cpu_fast_path_compiles_as_one_graph():
+    """Ops dynamo cannot trace (out= into strided views) would split the compiled forward at every layer."""
+    import torch._dynamo
+
+    generator = randomized_generator(SMALL)
+    prepared = PreparedGenerator(generator, torch.float32, wide_channels_last=True)
+    images = torch.rand(1, 3, 24, 32)
+    affine = prepared.mixed_affine(prepared.style_weights(None, 1, images.device))
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(prepared.core)(images, affine, 24, 32)
+    assert explanation.graph_break_count == 0, [str(reason.reason)[:80] for reason in explanation.break_reasons]
