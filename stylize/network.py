@@ -119,7 +119,7 @@ class _ReflectPadChannelsLast(torch.autograd.Function):
     """:func:`reflect_pad` with a backward pass that folds the border gradients back in a few strips.
 
     Autograd's own derivative of the slice copies in :func:`reflect_pad` touches the whole padded gradient once per
-    strip (17 full passes for a 4-pixel pad).
+    strip (17 full passes for a 4-pixel pad); this one copies the interior once and adds the folded strips to it.
     """
 
     @staticmethod
@@ -130,17 +130,24 @@ class _ReflectPadChannelsLast(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         pad = ctx.pad
-        folded = grad.clone(memory_format=torch.channels_last)
-        height, width = folded.shape[2] - 2 * pad, folded.shape[3] - 2 * pad
-        # The forward pass in reverse: whole border rows first, then the border columns beside the image.
+        height, width = grad.shape[2] - 2 * pad, grad.shape[3] - 2 * pad
+        rows, cols = slice(pad, pad + height), slice(pad, pad + width)
+        folded = grad[:, :, rows, cols].clone(memory_format=torch.channels_last)  # the one full-size copy
+        # The forward pass in reverse. It filled whole border rows last, from rows that include the border columns:
+        # fold the rows of the two border-column strips (corners included) within the strips first.
+        left = grad[:, :, :, :pad].clone(memory_format=torch.channels_last)
+        right = grad[:, :, :, pad + width :].clone(memory_format=torch.channels_last)
+        for strip in (left, right):
+            for i in range(pad, 0, -1):
+                strip[:, :, pad + i] += strip[:, :, pad - i]
+                strip[:, :, pad + height - 1 - i] += strip[:, :, pad + height - 1 + i]
         for i in range(pad, 0, -1):
-            folded[:, :, pad + i, :] += folded[:, :, pad - i, :]
-            folded[:, :, pad + height - 1 - i, :] += folded[:, :, pad + height - 1 + i, :]
-        rows = slice(pad, pad + height)
-        for i in range(pad, 0, -1):
-            folded[:, :, rows, pad + i] += folded[:, :, rows, pad - i]
-            folded[:, :, rows, pad + width - 1 - i] += folded[:, :, rows, pad + width - 1 + i]
-        return folded[:, :, rows, pad : pad + width].contiguous(memory_format=torch.channels_last), None
+            folded[:, :, i, :] += grad[:, :, pad - i, cols]
+            folded[:, :, height - 1 - i, :] += grad[:, :, pad + height - 1 + i, cols]
+        for i in range(1, pad + 1):
+            folded[:, :, :, i] += left[:, :, rows, pad - i]
+            folded[:, :, :, width - 1 - i] += right[:, :, rows, i - 1]
+        return folded, None
 
 
 class ConditionalInstanceNorm2d(nn.Module):
