@@ -18,6 +18,9 @@
   (``pixel_unshuffle``: 4x the input channels, half the side) with a (k//2 + 1)-square kernel and 4x the output
   channels, then ``pixel_shuffle``. With both, eager at 1024x1024 on a 2-core CPU: 26-style fp32 226 -> 197 ms,
   Johnson bf16 641 -> 563 ms (``scripts/bench_rewrites.py``, docs/speed.md).
+- when the last upsampling conv runs sub-pixel and the output conv space-to-depth, the full-resolution map between
+  them is never built either: the norm, ReLU and reflection pad run on the sub-pixel conv's four output phases, which
+  are already the space-to-depth layout (:func:`phase_reflect_pad`).
 
 Image convention as everywhere: ``(B, 3, H, W)`` float in ``[0, 1]`` in and out. The output equals
 ``Generator.forward`` within float rounding (see ``tests/test_fastpath.py``).
@@ -62,6 +65,9 @@ class PreparedLayer:
     # pixel_shuffle).
     layout: str = "plain"
     channels_last: bool = False  # the conv runs on, and the norm keeps, channels-last activations
+    # Phase layout (see :func:`phase_reflect_pad`): a "subpixel" layer leaves its output unshuffled, and the
+    # "space_to_depth" layer after it pads that directly instead of pixel_shuffle, reflect pad, pixel_unshuffle.
+    phases: bool = False
 
 
 #: Output channels below which a stride-1 conv with a kernel larger than 3 runs on the space-to-depth image: its
@@ -112,6 +118,77 @@ def space_to_depth_weight(weight: torch.Tensor) -> torch.Tensor:
                             if 0 <= a < kernel and 0 <= b < kernel:
                                 folded[:, r, s, :, p, q, t, u] = source[:, :, a, b]
     return folded.reshape(4 * out_channels, 4 * in_channels, size, size)
+
+
+def phase_view(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 4*C, H, W)`` phases of a ``(B, C, 2H, 2W)`` map -> a ``(B, C, ., .)`` view holding each channel's 4*H*W
+    values, for per-channel statistics. Contiguous tensors order their channels ``(c, r, s)`` (``pixel_shuffle``'s
+    order; the view is ``(B, C, 4H, W)``), channels-last ones ``(r, s, c)`` (the view is ``(B, C, H, 4W)``, channels-last)."""
+    batch, channels4, height, width = x.shape
+    if is_channels_last(x):
+        return x.permute(0, 2, 3, 1).reshape(batch, height, 4 * width, channels4 // 4).permute(0, 3, 1, 2)
+    return x.reshape(batch, channels4 // 4, 4 * height, width)
+
+
+def phase_unview(view: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`phase_view`: ``view`` (shaped as ``phase_view(like)`` returns) back to ``like``'s shape and layout."""
+    batch, channels4, height, width = like.shape
+    if is_channels_last(like):
+        view = view.contiguous(memory_format=torch.channels_last)  # a no-op unless the norm went contiguous
+        return view.permute(0, 2, 3, 1).reshape(batch, height, width, channels4).permute(0, 3, 1, 2)
+    return view.contiguous().reshape(batch, channels4, height, width)
+
+
+def phase_reflect_pad(x: torch.Tensor, pad: int, relu: bool = False) -> torch.Tensor:
+    """``pixel_unshuffle(F.pad(y, (2*pad,) * 4, mode="reflect"), 2)`` computed from the phases ``x`` of ``y``.
+
+    ``x`` is ``(B, 4*C, H, W)`` in :func:`phase_view`'s channel order; so is the result, ``(B, 4*C, H+2p, W+2p)``
+    (the output conv's weights are stored in that order). Reflecting ``y`` by an even ``2p`` pixels reflects its
+    even phase by ``p`` at the leading edge and mirrors it with the edge repeated (``symmetric``) at the trailing edge,
+    and the odd phase the other way round. With ``relu``, of ``relu(y)``. Exact: a copy plus border strips.
+    """
+    batch, channels4, height, width = x.shape
+    if pad >= min(height, width):
+        raise ValueError(f"phase padding {pad} needs more than {pad} pixels per side, got {height}x{width}")
+    channels_last = is_channels_last(x)
+    out = torch.empty(
+        (batch, channels4, height + 2 * pad, width + 2 * pad),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
+    interior = out[:, :, pad : pad + height, pad : pad + width]
+    if torch.compiler.is_compiling():  # dynamo cannot trace out= into a strided view
+        interior.copy_(F.relu(x) if relu else x)
+    elif relu:
+        torch.clamp_min(x, 0.0, out=interior)
+    else:
+        interior.copy_(x)
+    c = channels4 // 4
+    if channels_last:  # (B, H', W', r, s, C) in memory
+        phases = out.permute(0, 2, 3, 1).view(batch, height + 2 * pad, width + 2 * pad, 2, 2, c).permute(0, 5, 3, 4, 1, 2)
+    else:  # (B, C, r, s, H', W')
+        phases = out.view(batch, c, 2, 2, height + 2 * pad, width + 2 * pad)
+    # phases[b, c, r, s, row, col]; columns beside the image first (phase s), then whole rows (phase r).
+    rows = slice(pad, pad + height)
+    for i in range(1, pad + 1):
+        phases[:, :, :, 0, rows, pad - i] = phases[:, :, :, 0, rows, pad + i]  # even: reflect
+        phases[:, :, :, 1, rows, pad - i] = phases[:, :, :, 1, rows, pad + i - 1]  # odd: symmetric
+        phases[:, :, :, 0, rows, pad + width - 1 + i] = phases[:, :, :, 0, rows, pad + width - i]  # even: symmetric
+        phases[:, :, :, 1, rows, pad + width - 1 + i] = phases[:, :, :, 1, rows, pad + width - 1 - i]  # odd: reflect
+    for i in range(1, pad + 1):
+        phases[:, :, 0, :, pad - i, :] = phases[:, :, 0, :, pad + i, :]
+        phases[:, :, 1, :, pad - i, :] = phases[:, :, 1, :, pad + i - 1, :]
+        phases[:, :, 0, :, pad + height - 1 + i, :] = phases[:, :, 0, :, pad + height - i, :]
+        phases[:, :, 1, :, pad + height - 1 + i, :] = phases[:, :, 1, :, pad + height - 1 - i, :]
+    return out
+
+
+def _phase_order_last(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """Reorder ``weight``'s ``dim`` (output 0 or input 1) from ``(c, r, s)`` to ``(r, s, c)``: channels-last phases."""
+    shape = weight.shape
+    split = (*shape[:dim], shape[dim] // 4, 4, *shape[dim + 1 :])
+    return weight.reshape(split).movedim(dim + 1, dim).reshape(shape)
 
 
 def _prepare_layer(module: nn.Module, dtype: torch.dtype, channels_last: bool, rewrite: bool = True) -> PreparedLayer:
@@ -213,6 +290,17 @@ class PreparedGenerator:
         self.up1 = prepare(generator.up1)
         self.up2 = prepare(generator.up2)
         self.tail = prepare(generator.tail)
+        if (
+            self.up2.layout == "subpixel"
+            and self.tail.layout == "space_to_depth"
+            and self.tail.pad % 2 == 0
+            and self.up2.channels_last == self.tail.channels_last
+        ):
+            self.up2.phases = self.tail.phases = True
+            if self.up2.channels_last:
+                self.up2.weight = _stored(_phase_order_last(self.up2.weight, 0), dtype, True)
+                self.up2.bias = None if self.up2.bias is None else _phase_order_last(self.up2.bias, 0)
+                self.tail.weight = _stored(_phase_order_last(self.tail.weight, 1), dtype, True)
         self.layers = [self.head, self.down1, self.down2, *[c for pair in self.residual for c in pair], self.up1, self.up2, self.tail]
         self._style_key: tuple[tuple[int, ...], bytes] | None = None
         self._affine: list[tuple[torch.Tensor, torch.Tensor] | None] = []
@@ -299,15 +387,20 @@ class PreparedGenerator:
             x = x.to(layer.weight.dtype)
         x = x.contiguous(memory_format=torch.channels_last if layer.channels_last else torch.contiguous_format)
         padded_copy = layer.pad and not layer.transposed and not layer.upsample and layer.layout != "subpixel"
-        if relu_input and not (padded_copy and layer.channels_last):
+        if relu_input and not (padded_copy and (layer.channels_last or layer.phases)):
             x = F.relu_(x)
             relu_input = False
         if layer.transposed:
             x = F.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=1, output_padding=1)
         elif layer.layout == "subpixel":
-            x = F.pixel_shuffle(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), layer.weight, layer.bias), 2)
+            x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), layer.weight, layer.bias)
+            if not layer.phases:
+                x = F.pixel_shuffle(x, 2)
         elif layer.layout == "space_to_depth":
-            x = F.pixel_unshuffle(reflect_pad(x, layer.pad, relu=relu_input), 2)
+            if layer.phases:
+                x = phase_reflect_pad(x, layer.pad // 2, relu=relu_input)
+            else:
+                x = F.pixel_unshuffle(reflect_pad(x, layer.pad, relu=relu_input), 2)
             x = F.pixel_shuffle(F.conv2d(x, layer.weight, layer.bias), 2)
         else:
             if layer.upsample:
@@ -315,22 +408,32 @@ class PreparedGenerator:
             if layer.pad:
                 x = reflect_pad(x, layer.pad, relu=relu_input)
             x = F.conv2d(x, layer.weight, layer.bias, stride=layer.stride)
-        if affine is not None:
-            batch, channels, h, w = x.shape
-            if layer.channels_last and channels < WIDE_CHANNELS and x.device.type == "cpu":
-                # A wide-input layer with a narrow output (the 26-style network's 32 -> 8 upsampling): batch_norm's
-                # channels-last kernel does not parallelise over so few channels (8 at 384x512: 3.2 ms on two threads,
-                # 1.6 on one), and the narrow layers after it run contiguous anyway.
-                x = x.contiguous()
-            if is_channels_last(x):
-                x = instance_norm_channels_last(x, affine[0].view(batch, channels), affine[1].view(batch, channels), layer.eps)
-            elif x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
-                _instance_norm_cpu_(x.view(batch * channels, h * w), affine[0], affine[1], layer.eps)
-            else:
-                # Instance norm = batch norm over a (1, B*C, H, W) view; the affine rides along in the same kernel.
-                x = F.batch_norm(x.reshape(1, batch * channels, h, w), None, None, affine[0], affine[1], True, 0.0, layer.eps)
-                x = x.reshape(batch, channels, h, w)
+        if affine is not None and layer.phases and layer.layout == "subpixel":
+            phases = x
+            x = PreparedGenerator._normalize(layer, affine, phase_view(x))
+            x = phase_unview(x, phases)
+        elif affine is not None:
+            x = PreparedGenerator._normalize(layer, affine, x)
         return F.relu_(x) if layer.relu and not defer_relu else x
+
+    @staticmethod
+    def _normalize(layer: PreparedLayer, affine: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Conditional instance norm of ``x`` ``(B, C, H, W)`` with the mixed ``affine`` ``(B*C,)`` pair."""
+        batch, channels, h, w = x.shape
+        if layer.channels_last and channels < WIDE_CHANNELS and x.device.type == "cpu":
+            # A wide-input layer with a narrow output (the 26-style network's 32 -> 8 upsampling): batch_norm's
+            # channels-last kernel does not parallelise over so few channels (8 at 384x512: 3.2 ms on two threads,
+            # 1.6 on one), and the narrow layers after it run contiguous anyway.
+            x = x.contiguous()
+        if is_channels_last(x):
+            x = instance_norm_channels_last(x, affine[0].view(batch, channels), affine[1].view(batch, channels), layer.eps)
+        elif x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
+            _instance_norm_cpu_(x.view(batch * channels, h * w), affine[0], affine[1], layer.eps)
+        else:
+            # Instance norm = batch norm over a (1, B*C, H, W) view; the affine rides along in the same kernel.
+            x = F.batch_norm(x.reshape(1, batch * channels, h, w), None, None, affine[0], affine[1], True, 0.0, layer.eps)
+            x = x.reshape(batch, channels, h, w)
+        return x
 
     def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         activation = self.config.output_activation

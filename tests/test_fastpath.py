@@ -262,3 +262,31 @@ def test_the_cpu_fast_path_compiles_as_one_graph():
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(prepared.core)(images, affine, 24, 32)
     assert explanation.graph_break_count == 0, [str(reason.reason)[:80] for reason in explanation.break_reasons]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("relu", [False, True])
+def test_phase_reflect_pad_equals_unshuffled_reflect_pad(layout, relu):
+    """Padding the sub-pixel phases equals building the full-resolution map, reflect-padding it and unshuffling."""
+    import torch.nn.functional as F
+
+    from stylize.fastpath import _phase_order_last, phase_reflect_pad
+
+    for channels, height, width, pad in [(3, 4, 5, 2), (2, 7, 6, 1), (5, 6, 9, 3)]:
+        full = torch.randn(2, channels, 2 * height, 2 * width)
+        expected = F.pixel_unshuffle(F.pad(full.relu() if relu else full, (2 * pad,) * 4, mode="reflect"), 2)
+        phases = F.pixel_unshuffle(full, 2)  # channel order (c, r, s)
+        if layout == torch.channels_last:  # channels-last phases are stored (r, s, c)
+            phases = _phase_order_last(phases.transpose(0, 1), 0).transpose(0, 1)
+            expected = _phase_order_last(expected.transpose(0, 1), 0).transpose(0, 1)
+        got = phase_reflect_pad(phases.contiguous(memory_format=layout), pad, relu=relu)
+        assert got.is_contiguous(memory_format=layout)
+        assert torch.equal(got, expected)
+
+
+def test_last_upsampling_and_output_conv_share_the_phase_layout():
+    for config, options in [(SMALL, {}), (MIXED_LAYOUT, {"wide_channels_last": True}), (SMALL, {"channels_last": True})]:
+        prepared = PreparedGenerator(randomized_generator(config), **options)
+        assert prepared.up2.phases and prepared.tail.phases
+    assert not PreparedGenerator(randomized_generator(SMALL), rewrite=False).tail.phases
+    assert not PreparedGenerator(randomized_generator(TRANSPOSED)).tail.phases
