@@ -13,7 +13,12 @@ bf16 matmul measured here). ``--compile`` adds a third loop with generator and V
 ``stylize train`` uses for CUDA runs of 500 steps or more; on CUDA the target is then judged on it. Exits with status
 1 when the speed-up misses ``--target`` (3x).
 
-    python scripts/bench_train.py --steps 3 --rounds 2 [--compile] [--device cuda]
+Both loops share one process, run as a plain script runs (glibc's allocator defaults, libgomp's default spinning),
+the setup in which the issue measured its baseline. ``--stylize-process`` gives both the process settings that the
+``stylize`` CLI applies (:func:`stylize.runtime.prepare_process`); glibc then keeps freed memory, which spares the
+plain loop's large fp32 activations their page faults (on the 2-core AMD host 2.8 -> 2.1 s a step; ours is unchanged).
+
+    python scripts/bench_train.py --steps 3 --rounds 2 [--compile] [--device cuda] [--stylize-process]
 """
 
 from __future__ import annotations
@@ -24,10 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+if "--stylize-process" in sys.argv:
+    from stylize.runtime import prepare_process
+
+    prepare_process()  # as the `stylize` CLI does, before torch is imported: for both loops
+
+import torch  # noqa: E402
 
 from stylize.config import ARCHITECTURES, LossConfig  # noqa: E402
 from stylize.losses import PerceptualLoss  # noqa: E402
@@ -128,6 +138,12 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=3.0, help="required speed-up of ours over plain fp32")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the 3x target is the CPU's)")
     parser.add_argument(
+        "--stylize-process",
+        action="store_true",
+        help="run both loops with the process settings the stylize CLI applies (glibc keeps freed memory, bounded "
+        "OpenMP spinning); by default both run as a plain script does",
+    )
+    parser.add_argument(
         "--compile", action="store_true", help="add a loop with torch.compile'd generator and VGG, as long `stylize train` runs use (~1 min)"
     )
     args = parser.parse_args()
@@ -161,7 +177,8 @@ def main() -> int:
 
     print(
         f"device {_device_name(device)}, arch {args.arch}, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
-        f"precision ours: {loops['ours'].dtype}, {args.rounds} rounds x {args.steps} steps"
+        f"precision ours: {loops['ours'].dtype}, {args.rounds} rounds x {args.steps} steps; process settings: "
+        + ("stylize CLI's (--stylize-process)" if args.stylize_process else "a plain script's (defaults)")
     )
     print(
         f"step FLOPs (fwd+bwd): {flops / 1e9:.1f} GFLOP; matmul ceiling bf16 {bf16_ceiling / 1e12:.2f} TFLOP/s, "

@@ -8,10 +8,16 @@ Two defaults of the C runtime cost more than any layer of the network:
   :func:`keep_freed_memory` turns off mmap for large blocks and heap trimming through ``mallopt``, which acts
   from inside the running process as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would from outside
   (measured equal: system time 0.5 s -> 0.01 s per forward either way), so no re-exec is needed.
-- OpenMP threads busy-wait at every barrier. When the machine is busy the partner thread is often descheduled
-  and the spinning one burns its time slice: the 26-style network at 256x256 took 4.7 s and 0.92 CPU-s with two
-  spinning threads on a loaded 2-core machine, 0.40 s and 0.05 CPU-s with ``OMP_WAIT_POLICY=PASSIVE``.
-  :func:`prepare_process` sets that default (a user's own setting wins) before the OpenMP runtime starts.
+- OpenMP threads wait at every barrier between two ops, spinning or sleeping. Sleeping at once
+  (``OMP_WAIT_POLICY=PASSIVE``) pays a wake-up at every barrier on a quiet machine (the 26-style network at 256x256
+  on the 2-core machine: 19.5-22.3 ms against 10.0-11.4 ms spinning; at 1024x1024 151-158 against 142-144 ms); spinning
+  loses on a busy one, where the partner thread is often descheduled and the spinning one burns its time slice (with
+  one CPU-bound competitor: 22-25 ms against 18 ms at 256x256, 324-332 against 254-257 ms at 1024x1024; unbounded
+  spinning collapsed to 4.7 s against 0.40 s on the loaded shared machine). So :func:`prepare_process` looks at the
+  machine first: when no other thread is runnable (``procs_running`` in ``/proc/stat``, the fewest of a few samples)
+  GNU OpenMP (PyTorch's on Linux) spins ``GOMP_SPINCOUNT=10000`` times before it sleeps; otherwise, and on other
+  OpenMP runtimes, threads wait passively (``scripts/bench_spin.py`` measures all of it). A user's own
+  ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins; all is set before the OpenMP runtime starts.
 
 Library users may call :func:`prepare_process` themselves before importing torch.
 """
@@ -23,6 +29,7 @@ import ctypes.util
 import functools
 import os
 import sys
+import time
 
 # mallopt parameter numbers from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
@@ -47,11 +54,34 @@ def keep_freed_memory() -> bool:
     return bool(trimmed and unmapped)
 
 
+#: Spins of an idle GNU OpenMP thread before it sleeps on a quiet machine (libgomp's own default is 300,000, or 0 when
+#: passive; 1,000 and 3,000 measured slower at 1024x1024, 30,000 no faster).
+GOMP_SPINCOUNT = "10000"
+
+
+def other_runnable_threads(samples: int = 5, interval: float = 0.001) -> int | None:
+    """Runnable threads on the machine besides the caller, the fewest of ``samples`` reads of ``/proc/stat``
+    (transient ones, such as the shell that started us, drop out); None where the kernel does not say."""
+    counts = []
+    for attempt in range(samples):
+        try:
+            with open("/proc/stat", "rb") as stat:
+                counts += [int(line.split()[1]) - 1 for line in stat if line.startswith(b"procs_running")]
+        except (OSError, ValueError, IndexError):
+            return None
+        if attempt + 1 < samples:
+            time.sleep(interval)
+    return min(counts) if counts else None
+
+
 def prepare_process() -> None:
-    """Keep freed memory, and let idle OpenMP threads sleep instead of spinning (unless the user chose otherwise).
+    """Keep freed memory, and choose how idle OpenMP threads wait (unless the user chose).
 
     Call it before torch is imported: OpenMP reads its environment when the library loads.
     """
     keep_freed_memory()
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" in sys.modules:
+        return
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ and other_runnable_threads() == 0:
+        os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT  # libgomp: takes precedence over the passive policy below
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

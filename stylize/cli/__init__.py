@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``stylize`` console script and of ``python -m stylize``."""
     from stylize.runtime import prepare_process
 
-    prepare_process()  # before torch is imported: keep freed memory, no OpenMP spin-waiting (see stylize/runtime.py)
+    prepare_process()  # before torch is imported: keep freed memory, bounded OpenMP spin-waiting (stylize/runtime.py)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("STYLIZE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
