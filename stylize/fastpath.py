@@ -42,6 +42,7 @@ from stylize.network import (
     TransposedConvNormAct,
     instance_norm_channels_last,
     is_channels_last,
+    padded_interior_copy,
     reflect_pad,
 )
 
@@ -148,22 +149,8 @@ def phase_reflect_pad(x: torch.Tensor, pad: int, relu: bool = False) -> torch.Te
     and the odd phase the other way round. With ``relu``, of ``relu(y)``. Exact: a copy plus border strips.
     """
     batch, channels4, height, width = x.shape
-    if pad >= min(height, width):
-        raise ValueError(f"phase padding {pad} needs more than {pad} pixels per side, got {height}x{width}")
     channels_last = is_channels_last(x)
-    out = torch.empty(
-        (batch, channels4, height + 2 * pad, width + 2 * pad),
-        dtype=x.dtype,
-        device=x.device,
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
-    )
-    interior = out[:, :, pad : pad + height, pad : pad + width]
-    if torch.compiler.is_compiling():  # dynamo cannot trace out= into a strided view
-        interior.copy_(F.relu(x) if relu else x)
-    elif relu:
-        torch.clamp_min(x, 0.0, out=interior)
-    else:
-        interior.copy_(x)
+    out = padded_interior_copy(x, pad, relu, torch.channels_last if channels_last else torch.contiguous_format)
     c = channels4 // 4
     if channels_last:  # (B, H', W', r, s, C) in memory
         phases = out.permute(0, 2, 3, 1).view(batch, height + 2 * pad, width + 2 * pad, 2, 2, c).permute(0, 5, 3, 4, 1, 2)
@@ -275,8 +262,6 @@ class PreparedGenerator:
         """
         self.config = generator.config
         self.dtype = dtype
-        self.channels_last = channels_last
-        self.wide_channels_last = wide_channels_last
         self.rewrite = rewrite
 
         def prepare(module: nn.Module) -> PreparedLayer:

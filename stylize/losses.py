@@ -87,7 +87,7 @@ class _Bfloat16MeanSquaredError(torch.autograd.Function):
         return torch.linalg.vector_norm(difference, dtype=torch.float32).square() / difference.numel()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         (difference,) = ctx.saved_tensors
         grad_a = difference * (grad * (2.0 / difference.numel())).to(difference.dtype)
         return grad_a, -grad_a if ctx.needs_input_grad[1] else None

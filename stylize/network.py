@@ -39,17 +39,9 @@ def reflect_pad(x: torch.Tensor, pad: int, relu: bool = False) -> torch.Tensor:
         if relu:
             x = F.relu_(x)
         return F.pad(x, (pad,) * 4, mode="reflect") if pad else x
-    batch, channels, height, width = x.shape
-    if pad >= min(height, width):
-        raise ValueError(f"reflection padding {pad} needs more than {pad} pixels per side, got {height}x{width}")
-    out = torch.empty(
-        (batch, channels, height + 2 * pad, width + 2 * pad), dtype=x.dtype, device=x.device, memory_format=torch.channels_last
-    )
+    height, width = x.shape[2:]
+    out = padded_interior_copy(x, pad, relu, torch.channels_last)
     interior = out[:, :, pad : pad + height, pad : pad + width]
-    if relu:
-        torch.clamp_min(x, 0.0, out=interior)
-    else:
-        interior.copy_(x)
     for i in range(1, pad + 1):  # columns beside the image first, then whole rows: the corners reflect both ways
         out[:, :, pad : pad + height, pad - i] = interior[:, :, :, i]
         out[:, :, pad : pad + height, pad + width - 1 + i] = interior[:, :, :, width - 1 - i]
@@ -57,6 +49,31 @@ def reflect_pad(x: torch.Tensor, pad: int, relu: bool = False) -> torch.Tensor:
         out[:, :, pad - i, :] = out[:, :, pad + i, :]
         out[:, :, pad + height - 1 + i, :] = out[:, :, pad + height - 1 - i, :]
     return out
+
+
+def padded_interior_copy(x: torch.Tensor, pad: int, relu: bool, memory_format: torch.memory_format) -> torch.Tensor:
+    """A ``(B, C, H+2*pad, W+2*pad)`` tensor in ``memory_format`` whose interior holds ``x`` (or ``relu(x)``, in the
+    same pass) and whose ``pad``-wide border is left for the caller to fill."""
+    batch, channels, height, width = x.shape
+    if pad >= min(height, width):
+        raise ValueError(f"reflection padding {pad} needs more than {pad} pixels per side, got {height}x{width}")
+    out = torch.empty(
+        (batch, channels, height + 2 * pad, width + 2 * pad), dtype=x.dtype, device=x.device, memory_format=memory_format
+    )
+    interior = out[:, :, pad : pad + height, pad : pad + width]
+    if torch.compiler.is_compiling():  # dynamo cannot trace out= into a strided view
+        interior.copy_(F.relu(x) if relu else x)
+    elif relu:
+        torch.clamp_min(x, 0.0, out=interior)
+    else:
+        interior.copy_(x)
+    return out
+
+
+def uses_cpu_channels_last_path(x: torch.Tensor) -> bool:
+    """Whether training's layers take their channels-last CPU versions for ``x``. CUDA keeps the path measured there
+    (docs/gpu.md), and torch.compile fuses PyTorch's own instance norm and pad better."""
+    return is_channels_last(x) and x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def instance_norm_channels_last(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -168,9 +185,7 @@ class ConditionalInstanceNorm2d(nn.Module):
         # style_weights (B, S) @ table (S, C) -> (B, C), broadcast over H and W.
         gamma = style_weights @ self.gamma.to(style_weights.dtype)
         beta = style_weights @ self.beta.to(style_weights.dtype)
-        # Channels-last training on the CPU keeps its layout (docs/training.md); CUDA keeps the path measured there,
-        # and torch.compile fuses PyTorch's own instance norm better.
-        if is_channels_last(x) and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if uses_cpu_channels_last_path(x):  # channels-last training on the CPU keeps its layout (docs/training.md)
             return instance_norm_channels_last(x, gamma, beta, self.eps)
         return F.instance_norm(x, eps=self.eps) * gamma.to(x.dtype)[:, :, None, None] + beta.to(x.dtype)[:, :, None, None]
 
@@ -206,9 +221,7 @@ class ConvNormAct(nn.Module):
     def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        # PyTorch's reflection pad (and its backward) crawls over channels-last tensors on the CPU. CUDA keeps the path
-        # that was measured there (docs/gpu.md), as does torch.compile, which fuses PyTorch's own ops better.
-        if is_channels_last(x) and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if uses_cpu_channels_last_path(x):  # PyTorch's reflection pad and its backward crawl over channels-last tensors
             x = _ReflectPadChannelsLast.apply(x, self.conv.padding[0])
             x = F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride)
         else:

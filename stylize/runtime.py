@@ -12,8 +12,8 @@ Two defaults of the C runtime cost more than any layer of the network:
   (``OMP_WAIT_POLICY=PASSIVE``) pays a wake-up at every barrier on a quiet machine (the 26-style network at 256x256
   on the 2-core machine: 19.5-22.3 ms against 10.0-11.4 ms spinning; at 1024x1024 151-158 against 142-144 ms); spinning
   loses on a busy one, where the partner thread is often descheduled and the spinning one burns its time slice (with
-  one CPU-bound competitor: 22-25 ms against 18 ms at 256x256, 324-332 against 254-257 ms at 1024x1024; unbounded
-  spinning collapsed to 4.7 s against 0.40 s on the loaded shared machine). So :func:`prepare_process` looks at the
+  one CPU-bound competitor: 22-25 ms against 18 ms at 256x256, 324-332 against 254-257 ms at 1024x1024; libgomp's
+  default spin took 4.7 s against 0.40 s passive on the loaded shared machine). So :func:`prepare_process` looks at the
   machine first: when no other thread is runnable (``procs_running`` in ``/proc/stat``, the fewest of a few samples)
   GNU OpenMP (PyTorch's on Linux) spins ``GOMP_SPINCOUNT=10000`` times before it sleeps; otherwise, and on other
   OpenMP runtimes, threads wait passively (``scripts/bench_spin.py`` measures all of it). A user's own
