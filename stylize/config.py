@@ -29,6 +29,9 @@ class GeneratorConfig:
     output_activation: OutputActivation = "sigmoid"
     # Whether the 9x9 output conv is followed by (conditional) instance norm, as in Dumoulin et al.'s network.
     normalize_output: bool = False
+    # Whether the three encoder convs are followed by (conditional) instance norm. Magenta's arbitrary-style
+    # transformer (Ghiasi et al.) has none there: its encoder's batch norm is folded into the conv biases.
+    normalize_encoder: bool = True
     # Bias terms in the convs; redundant before instance norm, but pytorch/examples checkpoints have them.
     conv_bias: bool = True
     # Number of styles held in the conditional instance norm tables (1 = an ordinary single-style network).

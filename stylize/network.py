@@ -271,9 +271,9 @@ class Generator(nn.Module):
         self.config = config
         c1, c2, c3 = config.encoder_channels
         d1, d2 = config.decoder_channels
-        self.head = ConvNormAct(3, c1, 9, config)
-        self.down1 = ConvNormAct(c1, c2, 3, config, stride=2)
-        self.down2 = ConvNormAct(c2, c3, 3, config, stride=2)
+        self.head = ConvNormAct(3, c1, 9, config, normalize=config.normalize_encoder)
+        self.down1 = ConvNormAct(c1, c2, 3, config, stride=2, normalize=config.normalize_encoder)
+        self.down2 = ConvNormAct(c2, c3, 3, config, stride=2, normalize=config.normalize_encoder)
         self.residual = nn.ModuleList(ResidualBlock(c3, config) for _ in range(config.num_residual_blocks))
         if config.upsample == "nearest":
             self.up1: nn.Module = ConvNormAct(c3, d1, 3, config, upsample=True)
