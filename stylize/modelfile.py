@@ -47,6 +47,10 @@ class StyleModel:
     precision: dict[str, str] = field(default_factory=dict)
     default_style: str | None = None
     source: str = ""
+    # 0: the norm tables hold styles, picked or mixed by convex weights. E > 0: the tables are an affine map from an
+    # E-dimensional style embedding (rows 0..E-1 the linear part, row E the bias), as in Ghiasi et al.'s arbitrary-style
+    # network; the style code of an embedding e is [e, 1] (see stylize.predictor).
+    embedding_size: int = 0
 
     @property
     def config(self) -> GeneratorConfig:
@@ -61,6 +65,7 @@ class StyleModel:
             "provenance": self.provenance,
             "training": self.training,
             "precision": self.precision,
+            "embedding_size": self.embedding_size,
         }
 
 
@@ -164,6 +169,11 @@ def _load_safetensors(path: Path) -> StyleModel:
             raise TypeError("'precision' values are not names")
         if not isinstance(meta.get("default_style"), (str, int, type(None))):
             raise TypeError("'default_style' is not a name")
+        embedding_size = meta.get("embedding_size", 0)
+        if not isinstance(embedding_size, int) or isinstance(embedding_size, bool) or embedding_size < 0:
+            raise TypeError("'embedding_size' is not a count")
+        if embedding_size and config.num_styles != embedding_size + 1:
+            raise ValueError(f"an embedding of {embedding_size} needs {embedding_size + 1} norm-table rows, not {config.num_styles}")
     except (KeyError, TypeError, ValueError) as exc:
         raise StylizeError(f"{path.name} has an invalid generator config: {exc}", "re-export the model") from None
     if len(styles) != config.num_styles:
@@ -183,6 +193,7 @@ def _load_safetensors(path: Path) -> StyleModel:
         precision=dict(meta.get("precision") or {}),
         default_style=meta.get("default_style"),
         source=str(path),
+        embedding_size=embedding_size,
     )
 
 
