@@ -3,6 +3,9 @@
 >>> from stylize import Stylizer
 >>> stylizer = Stylizer.load()            # the bundled default model
 >>> stylizer.apply("photo.jpg", style="starry").save("out.jpg")
+>>> stylizer.apply_folder("photos/", "out/", progress=True)
+>>> from stylize import TrainConfig, train
+>>> train(TrainConfig(style=("starry_night",), out="starry.safetensors"), progress=True)
 """
 
 from __future__ import annotations
@@ -10,21 +13,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Stylizer", "StylizeError", "__version__"]
+__all__ = ["ApplyOptions", "FolderOptions", "Stylizer", "StylizeError", "TrainConfig", "__version__", "prepare_process", "train"]
 
 if TYPE_CHECKING:
     from stylize.api import Stylizer
+    from stylize.config import ApplyOptions, FolderOptions, TrainConfig
     from stylize.errors import StylizeError
+    from stylize.runtime import prepare_process
+    from stylize.training import train
+
+# Lazy, so that `import stylize` (and the CLI's start-up) does not pay for torch until it is needed.
+_LOCATIONS = {
+    "Stylizer": "stylize.api",
+    "StylizeError": "stylize.errors",
+    "ApplyOptions": "stylize.config",
+    "FolderOptions": "stylize.config",
+    "TrainConfig": "stylize.config",
+    "prepare_process": "stylize.runtime",
+    "train": "stylize.training",
+}
 
 
 def __getattr__(name: str):
-    # Lazy so that `import stylize` (and the CLI's start-up) does not pay for torch until it is needed.
-    if name == "Stylizer":
-        from stylize.api import Stylizer
+    if name in _LOCATIONS:
+        import importlib
 
-        return Stylizer
-    if name == "StylizeError":
-        from stylize.errors import StylizeError
-
-        return StylizeError
+        return getattr(importlib.import_module(_LOCATIONS[name]), name)
     raise AttributeError(f"module 'stylize' has no attribute {name!r}")

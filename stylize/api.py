@@ -1,9 +1,13 @@
-"""The Python API: load a style model once, apply it to images, PIL images, tensors or files.
+"""The Python API: load a style model once, apply it to tensors, PIL images, files and folders.
 
 >>> from stylize import Stylizer
 >>> stylizer = Stylizer.load()                      # bundled default model, best device
 >>> stylizer.apply("photo.jpg", style="19").save("out.jpg")
 >>> stylizer.apply("photo.jpg", mix={"3": 0.5, "12": 0.5}, strength=0.8)
+>>> stylizer.apply_folder("photos/", "out/", progress=True)
+
+Settings are the fields of :class:`~stylize.config.ApplyOptions` (and :class:`~stylize.config.FolderOptions` for
+folders), given as keyword arguments or as an ``options`` object; the CLI builds the same objects from its flags.
 """
 
 from __future__ import annotations
@@ -13,29 +17,32 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from PIL import Image
 
-from stylize import imaging, tiling
-from stylize.blending import blend, preserve_color
+from stylize import pipeline, runtime
 from stylize.catalog import find_model
-from stylize.config import ImageConfig
-from stylize.engine import Engine, resolve_device, resolve_precision
+from stylize.compilation import check_compile_mode
+from stylize.config import ApplyOptions, FolderOptions, MixSpec
+from stylize.devices import resolve_device, resolve_precision
+from stylize.encoding import output_format
+from stylize.engine import Engine
 from stylize.errors import StylizeError
+from stylize.files import check_output, same_file
+from stylize.folder_run import FileRecord, FolderSummary, run_folder
 from stylize.modelfile import StyleModel, load_model
-from stylize.network import MIN_SIDE
+from stylize.topology import check_size
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
-MixSpec = str | dict[str | int, float]
 STDIO = "-"
 
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What one ``apply_file`` call did; the CLI prints it (``--json``)."""
+    """What one :meth:`Stylizer.apply_file` call did; the CLI prints it."""
 
     input: str
     output: str
@@ -71,16 +78,28 @@ class Stylizer:
 
     @classmethod
     def load(
-        cls, model: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto", compile: str = "auto"
+        cls,
+        model: str | os.PathLike | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: str = "auto",
+        *,
+        local_rank: int = 0,
     ) -> Stylizer:
         """Load ``model`` (a name or path; ``None`` = the bundled default) onto ``device`` in ``precision``.
 
         ``compile``: ``auto`` compiles an input size with ``torch.compile`` once it has run long enough to repay the
         compile (CUDA graphs on CUDA); ``always`` compiles every size on first use; ``never`` stays eager.
+        ``local_rank`` picks the GPU for ``auto``/``cuda`` (one per process under torchrun).
+
+        Loading also applies :func:`stylize.runtime.prepare_process` (glibc keeps freed memory; OpenMP waiting is set
+        when torch is not imported yet), the settings that make the engine as fast here as in the CLI.
         """
+        runtime.prepare_process()
+        check_compile_mode(compile)
         path = find_model(None if model is None else str(model))
         style_model = load_model(path)
-        torch_device = resolve_device(device)
+        torch_device = resolve_device(device, local_rank)
         chosen = resolve_precision(precision, torch_device, style_model.precision)
         return cls(style_model, Engine(style_model.generator, torch_device, chosen, compile=compile), path.stem)
 
@@ -118,10 +137,9 @@ class Stylizer:
 
     def style_weights(self, style: str | int | None = None, mix: MixSpec | None = None) -> torch.Tensor:
         """The ``(num_styles,)`` weight vector for one style or a convex mix of styles (normalised to sum 1)."""
-        num_styles = len(self.model.styles)
-        weights = torch.zeros(num_styles)
+        weights = torch.zeros(len(self.model.styles))
         if style is not None and mix is not None:
-            raise StylizeError("give either a style or a mix, not both", "use --style NAME or --mix A:0.5,B:0.5")
+            raise StylizeError("give either a `style` or a `mix`, not both", "`style=NAME` or `mix=A:0.5,B:0.5`")
         if mix is not None:
             for key, value in _parse_mix(mix).items():
                 weights[self.style_index(key)] += value
@@ -134,143 +152,135 @@ class Stylizer:
         weights[self.style_index(style)] = 1.0
         return weights
 
-    def describe_style(self, style: str | int | None, mix: MixSpec | None) -> str:
+    def describe_style(self, style: str | int | None = None, mix: MixSpec | None = None) -> str:
         weights = self.style_weights(style, mix)
         parts = [f"{self.model.styles[i]}:{weights[i]:.3g}" for i in torch.nonzero(weights).flatten().tolist()]
         return parts[0].split(":")[0] if len(parts) == 1 else ",".join(parts)
 
     # -- applying ---------------------------------------------------------------------------------------------
 
-    def apply_tensor(
-        self,
-        images: torch.Tensor,
-        style: str | int | None = None,
-        mix: MixSpec | None = None,
-        strength: float = 1.0,
-        preserve_colors: bool = False,
-        tile: str | int = "auto",
-        memory_limit: str | int | None = None,
-    ) -> torch.Tensor:
-        """Stylize ``(B, 3, H, W)`` or ``(3, H, W)`` float images in ``[0, 1]``; returns the same shape, float32.
-
-        ``tile`` is ``"auto"`` (whole image when it fits ``memory_limit`` or the free memory, exact streaming in
-        tiles otherwise), ``"off"`` or a tile side in pixels; ``memory_limit`` is bytes or a size like ``"2GB"``.
-        """
-        _check_strength(strength)
-        if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4) or images.shape[-3] != 3:
-            raise StylizeError("image tensors must have shape (3, H, W) or (B, 3, H, W)", "convert the image to RGB first")
-        batched = images if images.dim() == 4 else images.unsqueeze(0)
-        height, width = batched.shape[-2:]
-        if min(height, width) < MIN_SIDE:
-            raise StylizeError(
-                f"image is too small ({width}x{height}); style transfer needs at least {MIN_SIDE} pixels on each side",
-                "use a larger image",
-            )
-        photo = batched.detach().float().cpu()
-        weights = self.style_weights(style, mix)
-        stylized = tiling.forward(self.engine, photo, weights, tile=tile, memory_limit=memory_limit)
-        if preserve_colors:
-            stylized = preserve_color(stylized, photo)
-        result = blend(stylized, photo, strength)
-        return result if images.dim() == 4 else result[0]
-
-    def apply(
-        self,
-        image: ImageInput,
-        style: str | int | None = None,
-        mix: MixSpec | None = None,
-        strength: float = 1.0,
-        preserve_color: bool = False,
-        max_size: int | None = None,
-        max_pixels: int = ImageConfig.max_pixels,
-        tile: str | int = "auto",
-        memory_limit: str | int | None = None,
-    ) -> Image.Image | torch.Tensor:
+    def apply(self, image: ImageInput, options: ApplyOptions | None = None, **settings: Any) -> Image.Image | torch.Tensor:
         """Stylize a path or PIL image (returns a PIL image) or a tensor (returns a tensor).
 
-        Alpha is kept and re-attached; a greyscale photo stays greyscale only with ``preserve_color``.
-        ``max_size`` caps the long side (the result keeps the reduced size).
+        Tensors are ``(3, H, W)`` or ``(B, 3, H, W)`` float in ``[0, 1]``; the result has the same shape, float32 on the
+        CPU (``max_size`` does not apply to them). Images keep their alpha; a greyscale photo stays greyscale only with
+        ``preserve_color``; ``max_size`` caps the long side (the result keeps the reduced size).
         """
+        options = _options(ApplyOptions, options, settings)
+        weights = self.style_weights(options.style, options.mix)
         if isinstance(image, torch.Tensor):
-            return self.apply_tensor(image, style, mix, strength, preserve_color, tile, memory_limit)
-        tiling.parse_tile(tile)  # bad values fail before any work
-        tiling.parse_memory_size(memory_limit)
-        loaded = imaging.open_image(image, max_pixels=max_pixels)
-        stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size, tile, memory_limit)
-        return imaging.finish_image(stylized, _resized(loaded, stylized.size), "PNG", keep_greyscale=preserve_color and loaded.is_greyscale)
-
-    def _apply_loaded(
-        self,
-        loaded: imaging.LoadedImage,
-        style: str | int | None,
-        mix: MixSpec | None,
-        strength: float,
-        preserve_colors: bool,
-        max_size: int | None,
-        tile: str | int = "auto",
-        memory_limit: str | int | None = None,
-    ) -> Image.Image:
-        rgb = _fit(loaded.rgb, max_size)
-        out = self.apply_tensor(imaging.image_to_tensor(rgb), style, mix, strength, preserve_colors, tile, memory_limit)
-        return imaging.tensor_to_image(out)
+            if image.dim() not in (3, 4) or image.shape[-3] != 3:
+                raise StylizeError("image tensors must have shape (3, H, W) or (B, 3, H, W)", "convert the image to RGB first")
+            batched = image if image.dim() == 4 else image.unsqueeze(0)
+            check_size(*batched.shape[-2:])
+            result = pipeline.forward(self.engine, batched.detach().float().cpu(), weights, options)
+            return result if image.dim() == 4 else result[0]
+        photo = pipeline.decode(image, options)
+        result = pipeline.stylize(self.engine, [photo.pixels], weights, options)[0]
+        return pipeline.finish(result, photo, "PNG", options)
 
     def apply_file(
-        self,
-        source: str | os.PathLike,
-        target: str | os.PathLike,
-        style: str | int | None = None,
-        mix: MixSpec | None = None,
-        strength: float = 1.0,
-        preserve_color: bool = False,
-        max_size: int | None = None,
-        max_pixels: int = ImageConfig.max_pixels,
-        fmt: str | None = None,
-        quality: int = ImageConfig.quality,
-        overwrite: bool = False,
-        tile: str | int = "auto",
-        memory_limit: str | int | None = None,
+        self, source: str | os.PathLike, target: str | os.PathLike, options: ApplyOptions | None = None, **settings: Any
     ) -> ApplyResult:
         """Read ``source``, stylize it and write ``target`` atomically; ``-`` means stdin or stdout.
 
-        Every check that can fail (formats, existing output, output equal to input) runs before the model does.
-        An existing ``target`` is replaced only with ``overwrite``; if it is a symbolic link, the link itself is
+        Every check that can fail (formats, existing output, output equal to input, the style) runs before the model
+        does. An existing ``target`` is replaced only with ``overwrite``; if it is a symbolic link, the link itself is
         replaced by the new file and whatever it points to is never written.
         """
         started = time.perf_counter()
+        options = _options(ApplyOptions, options, settings)
         source_text, target_text = str(source), str(target)
-        out_format = imaging.output_format(None if target_text == STDIO else target_text, fmt)
+        fmt = output_format(None if target_text == STDIO else target_text, options.format)
         if target_text != STDIO:
-            if source_text != STDIO and imaging.same_file(source_text, target_text):
+            if source_text != STDIO and same_file(source_text, target_text):
                 raise StylizeError(f"output {target_text} is the input file", "choose another output path; inputs are never overwritten")
-            imaging.check_output(target_text, overwrite=overwrite)
-        description = self.describe_style(style, mix)
-        _check_strength(strength)
-        tiling.parse_tile(tile)
-        tiling.parse_memory_size(memory_limit)
+            check_output(target_text, overwrite=options.overwrite)
+        weights = self.style_weights(options.style, options.mix)
         data: Any = sys.stdin.buffer.read() if source_text == STDIO else source_text
-        loaded = imaging.open_image(data, max_pixels=max_pixels, name="stdin" if source_text == STDIO else None)
-        stylized = self._apply_loaded(loaded, style, mix, strength, preserve_color, max_size, tile, memory_limit)
-        final = imaging.finish_image(stylized, _resized(loaded, stylized.size), out_format, keep_greyscale=preserve_color and loaded.is_greyscale)
-        encoded = imaging.encode_image(
-            final, out_format, quality=quality, exif=loaded.exif, icc_profile=loaded.icc_profile
-        )
+        photo = pipeline.decode(data, options, name="stdin" if source_text == STDIO else None)
+        result = pipeline.stylize(self.engine, [photo.pixels], weights, options)[0]
+        final = pipeline.finish(result, photo, fmt, options)
+        encoded = pipeline.encode(final, photo, fmt, options)
         if target_text == STDIO:
             sys.stdout.buffer.write(encoded)
             sys.stdout.buffer.flush()
         else:
-            imaging.make_parent_folder(target_text)
-            imaging.write_atomic(encoded, target_text, overwrite=overwrite)
+            pipeline.write(encoded, target_text, options)
         return ApplyResult(
             input=source_text,
             output=target_text,
             size=final.size,
             model=self.name,
-            style=description,
+            style=self.describe_style(options.style, options.mix),
             device=self.device,
             precision=self.precision,
             seconds=time.perf_counter() - started,
-            frames=loaded.frames,
+            frames=photo.frames,
         )
+
+    def apply_folder(
+        self,
+        source_dir: str | os.PathLike,
+        out_dir: str | os.PathLike,
+        options: FolderOptions | None = None,
+        *,
+        progress: bool = False,
+        report: str | os.PathLike | None = None,
+        on_progress: Any = None,
+        **settings: Any,
+    ) -> FolderSummary:
+        """Stylize every image under ``source_dir`` into ``out_dir`` (the tree mirrored), as ``stylize apply DIR OUTDIR``.
+
+        Resumable (existing outputs are skipped unless ``overwrite``) and failure-tolerant (a bad file is recorded and
+        the run goes on): see :mod:`stylize.folder_run`. ``progress=True`` draws a ``tqdm.auto`` bar (a notebook widget
+        in Jupyter); ``on_progress(total, record)`` is called per file instead if given. ``report`` writes the JSON
+        report. Returns the :class:`~stylize.folder_run.FolderSummary` the CLI prints.
+        """
+        options = _options(FolderOptions, options, settings)
+        weights = self.style_weights(options.style, options.mix)  # bad styles fail before any work
+        info = {
+            "model": self.name,
+            "style": self.describe_style(options.style, options.mix),
+            "device": self.device,
+            "precision": self.precision,
+        }
+        bar = None
+        if progress and on_progress is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(unit="img", desc="stylize")
+            on_progress = _tqdm_progress(bar)
+        try:
+            return run_folder(self.engine, weights, source_dir, out_dir, options, on_progress, report, info)
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _options(kind: type, options: ApplyOptions | None, settings: dict[str, Any]) -> Any:
+    """``options`` with ``settings`` applied, or ``kind(**settings)``; unknown settings are an error."""
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if options is None:
+        return kind(**settings)
+    if not isinstance(options, kind):
+        options = kind(**{f.name: getattr(options, f.name) for f in fields(options) if f.name in known})
+    return options.replace(**settings) if settings else options
+
+
+def _tqdm_progress(bar: Any):
+    def on_progress(total: int, record: FileRecord | None) -> None:
+        if record is None:
+            bar.reset(total=total)
+        else:
+            bar.update(1)
+            if record.status == "failed":
+                bar.write(f"failed {record.input}: {record.reason}")
+
+    return on_progress
 
 
 def _parse_mix(mix: MixSpec) -> dict[str, float]:
@@ -296,26 +306,3 @@ def _parse_mix(mix: MixSpec) -> dict[str, float]:
     if not pairs:
         raise StylizeError("empty mix", "write STYLE:WEIGHT pairs, e.g. 3:0.5,12:0.5")
     return pairs
-
-
-def _check_strength(strength: float) -> None:
-    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0.0 <= strength <= 1.0):
-        raise StylizeError(f"strength must be between 0 and 1, got {strength}", "e.g. --strength 0.7")
-
-
-def _fit(image: Image.Image, max_size: int | None) -> Image.Image:
-    """Downscale so the long side is at most ``max_size`` (never upscale)."""
-    if max_size is None or max(image.size) <= max_size:
-        return image
-    if max_size < 16:
-        raise StylizeError(f"--max-size must be at least 16 pixels, got {max_size}", "e.g. --max-size 1024")
-    scale = max_size / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS)
-
-
-def _resized(loaded: imaging.LoadedImage, size: tuple[int, int]) -> imaging.LoadedImage:
-    """``loaded`` with its alpha resized to ``size`` (after --max-size), for re-attaching."""
-    if loaded.alpha is None or loaded.alpha.size == size:
-        return loaded
-    return replace(loaded, alpha=loaded.alpha.resize(size, Image.Resampling.LANCZOS))

@@ -8,10 +8,9 @@ uses ``torch.load(weights_only=True)`` and never unpickles objects.
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from stylize.errors import StylizeError
+from stylize.files import make_parent_folder, write_atomic
 
 CHECKPOINT_VERSION = 1
 
@@ -53,27 +53,21 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    """Write ``state`` atomically: a temporary file in the same folder, then a rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save({"checkpoint_version": CHECKPOINT_VERSION, **state}, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``state`` atomically (:func:`stylize.files.write_atomic`: a temporary file in the same folder, then a rename)."""
+    buffer = io.BytesIO()
+    torch.save({"checkpoint_version": CHECKPOINT_VERSION, **state}, buffer)
+    make_parent_folder(path)
+    return write_atomic(buffer.getvalue(), path, overwrite=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise StylizeError(f"checkpoint not found: {path}", "pass the .ckpt file written next to --out, or --resume auto")
+        raise StylizeError(f"checkpoint not found: {path}", "pass the .ckpt file written next to `out`, or `resume=auto`")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         message = f"{path.name} is not a readable checkpoint: {str(exc)[:160]}"
-        raise StylizeError(message, "start afresh without --resume") from None
+        raise StylizeError(message, "start afresh without `resume`") from None
     if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise StylizeError(f"{path.name} is not a stylize training checkpoint", "start afresh without --resume")
+        raise StylizeError(f"{path.name} is not a stylize training checkpoint", "start afresh without `resume`")
     return state

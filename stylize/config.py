@@ -6,8 +6,13 @@ A generator's config is stored in every model file, so loading rebuilds the netw
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from stylize.errors import StylizeError
 
 OutputActivation = Literal["sigmoid", "clamp", "tanh"]
 UpsampleMode = Literal["nearest", "transposed"]
@@ -93,15 +98,146 @@ ARCHITECTURES: dict[str, GeneratorConfig] = {
 PYTORCH_EXAMPLES_CONFIG = GeneratorConfig(output_activation="clamp", pixel_scale=255.0)
 
 
-@dataclass(frozen=True)
-class ImageConfig:
-    """How images are read and written."""
+#: A tile setting: "auto" (whole image when it fits the memory budget, streamed tiles otherwise), "off" (always the
+#: whole image) or a tile side in pixels (always streamed).
+TileSetting = str | int
+#: Extensions a folder run picks up when none are given.
+DEFAULT_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+#: A style mix: "3:0.5,12:0.5" or {"3": 0.5, 12: 0.5}; the weights are normalised to sum 1.
+MixSpec = str | Mapping[str | int, float]
 
-    # Decompression-bomb guard: images with more pixels are refused (raise it with --max-pixels).
-    # 120 MP admits an 8000x8000 print file and any current camera, and refuses forged 50000x50000 headers.
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """What is done to each photo: the settings of ``stylize apply`` and ``Stylizer.apply`` (the model, device,
+    precision and compile mode are the :class:`~stylize.api.Stylizer`'s). Values are checked, and ``tile`` and
+    ``memory_limit`` parsed, when the options are made; errors name the parameter.
+    """
+
+    # Style of the model by name or index; None: the model's default style.
+    style: str | int | None = None
+    # A blend of styles instead of one (see MixSpec).
+    mix: MixSpec | None = None
+    # 0 returns the photo unchanged, 1 the full style; in between, the two are blended.
+    strength: float = 1.0
+    # Keep the photo's colours (BT.601 chroma) and take the stylized luminance.
+    preserve_color: bool = False
+    # Downscale so that the long side is at most this many pixels before stylizing (never upscale); None: full size.
+    max_size: int | None = None
+    # Decompression-bomb guard: images with more pixels are refused. 120 MP admits an 8000x8000 print file and any
+    # current camera, and refuses forged 50000x50000 headers.
     max_pixels: int = 120_000_000
     # JPEG/WebP quality of written images.
     quality: int = 95
+    # Output format (jpg, png, webp, tif, bmp); None: from the output's extension (PNG for stdout).
+    format: str | None = None
+    # Replace existing outputs.
+    overwrite: bool = False
+    # See TileSetting; strings such as "512" are accepted and stored as int.
+    tile: TileSetting = "auto"
+    # Memory budget of the whole-or-streamed decision, in bytes; "2GB", "512MiB" are accepted. None: a share of
+    # available RAM (TilingConfig.ram_share) or of free GPU memory (TilingConfig.gpu_share).
+    memory_limit: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.strength, (int, float)) and math.isfinite(self.strength) and 0.0 <= self.strength <= 1.0):
+            raise StylizeError(f"`strength` must be between 0 and 1, got {self.strength}", "e.g. `strength=0.7`")
+        if self.max_size is not None and self.max_size < 16:
+            raise StylizeError(f"`max_size` must be at least 16 pixels, got {self.max_size}", "e.g. `max_size=1024`")
+        if self.max_pixels < 1:
+            raise StylizeError(f"`max_pixels` must be positive, got {self.max_pixels}", "e.g. `max_pixels=200000000`")
+        if not 1 <= self.quality <= 100:
+            raise StylizeError(f"`quality` must be between 1 and 100, got {self.quality}", "e.g. `quality=90`")
+        object.__setattr__(self, "tile", parse_tile(self.tile))
+        object.__setattr__(self, "memory_limit", parse_memory_size(self.memory_limit))
+        if self.format is not None:
+            object.__setattr__(self, "format", self.format.lower().lstrip("."))
+
+    def replace(self, **changes: Any) -> ApplyOptions:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FolderOptions(ApplyOptions):
+    """:class:`ApplyOptions` for every file of a folder, and how the folder is walked and processed.
+
+    ``format`` may also be ``"same"`` (the default: each output keeps its input's format, PNG for formats stylize
+    does not write).
+    """
+
+    format: str | None = "same"
+    # Text appended to each output's stem, e.g. "_styled".
+    suffix: str = ""
+    # Include subfolders (the tree is mirrored under the output folder).
+    recursive: bool = True
+    # Extensions to convert, lower case without dots; "jpg, .PNG" is accepted.
+    extensions: tuple[str, ...] | str = DEFAULT_EXTENSIONS
+    # Images of equal padded size run through the network together; None: 4 on the CPU, 8 on CUDA (then capped per
+    # batch by the pixel budget, see stylize.folder_run).
+    batch_size: int | None = None
+    # Decoding processes; None: half the CPUs (at most 8); 0 decodes in the main process.
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if any(sep in self.suffix for sep in ("/", "\\", "\0")) or self.suffix in (".", ".."):
+            raise StylizeError(f"`suffix` '{self.suffix}' may not contain a path separator", "e.g. `suffix=_styled`")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise StylizeError(f"`batch_size` must be at least 1, got {self.batch_size}", "e.g. `batch_size=4`")
+        if self.workers is not None and self.workers < 0:
+            raise StylizeError(f"`workers` must be 0 or more, got {self.workers}", "0 decodes in the main process")
+        object.__setattr__(self, "extensions", parse_extensions(self.extensions))
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_UNITS.update({f"{u}ib": v for u, v in list(_UNITS.items()) if u not in ("", "b")})
+_UNITS.update({"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4})
+#: The smallest memory budget accepted: below it even the smallest tiles' working set does not fit.
+MIN_MEMORY_LIMIT = 64 * 1024**2
+
+
+def parse_memory_size(text: str | int | None) -> int | None:
+    """``"2GB"`` -> 2e9, ``"512MiB"`` or ``"512M"`` -> 512 * 2**20, ``"1.5G"``, ``"1000000"`` (bytes); ``None`` stays ``None``.
+
+    Units: B, KB/MB/GB/TB (powers of 1000), K/M/G/T and KiB/MiB/GiB/TiB (powers of 1024); case-insensitive.
+    """
+    if text is None:
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise StylizeError(f"bad memory size '{text}'", "write a number with a unit, e.g. 2GB, 512MiB or 1.5G")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = int(value * _UNITS[unit])
+    if size < MIN_MEMORY_LIMIT:
+        raise StylizeError(f"`memory_limit` {text} is too small", "give at least 64MB, e.g. `memory_limit=1GB`")
+    return size
+
+
+def parse_tile(tile: TileSetting) -> TileSetting:
+    """``"auto"``, ``"off"`` or a tile side in pixels (at least 16), from a string or a Python value."""
+    text = str(tile).strip().lower()
+    if text in ("auto", "off"):
+        return text
+    if not text.isdigit():
+        raise StylizeError(f"bad `tile` setting '{tile}'", "use `tile=auto`, `tile=off` or a side in pixels, e.g. `tile=512`")
+    pixels = int(text)
+    if pixels < 16:
+        raise StylizeError(f"`tile` must be at least 16 pixels, got {pixels}", "e.g. `tile=256`")
+    return pixels
+
+
+def parse_extensions(extensions: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``"jpg, .PNG"`` or ``("jpg", ".PNG")`` -> ``("jpg", "png")``; None -> the defaults."""
+    if extensions is None:
+        return DEFAULT_EXTENSIONS
+    parts = extensions.split(",") if isinstance(extensions, str) else extensions
+    parsed = tuple(dict.fromkeys(part.strip().lower().lstrip(".") for part in parts if part.strip()))
+    if not parsed:
+        raise StylizeError(f"`extensions` '{extensions}' name no extension", "e.g. `extensions=jpg,png`")
+    return parsed
 
 
 #: VGG16 layers the style loss uses by default (Johnson et al.): one per resolution, coarse to fine textures.
@@ -137,9 +273,11 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if len(self.style_layer_weights) != len(self.style_layers):
-            raise ValueError("style_layer_weights needs one weight per style layer")
+            raise StylizeError("`style_layer_weights` needs one weight per style layer")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0 or self.style_size < 0:
-            raise ValueError("loss weights and style_size must be >= 0")
+            raise StylizeError(
+                "`content_weight`, `style_weight`, `tv_weight` and `style_size` must be >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -182,7 +320,7 @@ class TrainConfig:
     workers: int = 2
     # Steps between checkpoints (also written at the end and on Ctrl-C).
     checkpoint_every: int = 500
-    # "auto": the checkpoint next to --out if there is one; or a checkpoint path; None starts afresh.
+    # "auto": the checkpoint next to out if there is one; or a checkpoint path; None starts afresh.
     resume: str | None = None
     # Steps between preview grids (held-out photos x styles) saved as PNG next to the checkpoint; 0: none.
     preview_every: int = 0

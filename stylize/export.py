@@ -3,7 +3,9 @@
 The ONNX graph takes ``image`` ``(B, 3, H, W)`` float32 in ``[0, 1]`` of any H and W (>= 8), and, for models with
 more than one style, ``style_weights`` ``(S,)`` float32 (one-hot for one style, a convex mix to blend); it
 returns ``stylized`` ``(B, 3, H, W)`` in ``[0, 1]``. Reflection padding to a multiple of 4 and the crop back are
-inside the graph, so callers need no preprocessing. When onnxruntime is installed the export checks itself:
+inside the graph, so callers need no preprocessing: the graph is :class:`~stylize.network.Generator`'s own
+forward pass, traced (its input padding always runs when traced, so that the graph does not depend on the traced
+size). When onnxruntime is installed the export checks itself:
 onnxruntime's output must equal PyTorch's within :data:`MAX_ABS_ERROR` on odd-sized test inputs.
 """
 
@@ -15,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stylize.errors import EXIT_FAILURE, StylizeError
 from stylize.modelfile import StyleModel
-from stylize.network import SIZE_MULTIPLE, Generator
+from stylize.network import Generator
 
 #: Largest difference allowed between onnxruntime's and PyTorch's output, on the [0, 1] scale.
 MAX_ABS_ERROR = 5e-4
@@ -29,40 +30,15 @@ OPSET = 17
 CHECK_SIZES = ((37, 53), (64, 64), (90, 71))
 
 
-class _ExportedGenerator(nn.Module):
-    """``Generator.forward`` with the padding written as shape arithmetic, so that it stays dynamic in the graph."""
+class _SingleStyle(nn.Module):
+    """A one-style generator with the image as its only input."""
 
     def __init__(self, generator: Generator) -> None:
         super().__init__()
         self.generator = generator
 
-    def forward(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        height, width = image.shape[-2], image.shape[-1]
-        # Always pad (by 0 to 3 pixels): a Python `if` on the size would be frozen into the graph at export.
-        pad_h = (SIZE_MULTIPLE - height % SIZE_MULTIPLE) % SIZE_MULTIPLE
-        pad_w = (SIZE_MULTIPLE - width % SIZE_MULTIPLE) % SIZE_MULTIPLE
-        weights = style_weights.reshape(1, -1).expand(image.shape[0], -1)
-        x = image * g.config.pixel_scale if g.config.pixel_scale != 1.0 else image
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        x = g.head(x, weights)
-        x = g.down1(x, weights)
-        x = g.down2(x, weights)
-        for block in g.residual:
-            x = block(x, weights)
-        x = g.up1(x, weights)
-        x = g.up2(x, weights)
-        x = g.tail(x, weights)
-        return g.to_pixels(x[:, :, :height, :width])
-
-
-class _SingleStyle(nn.Module):
-    def __init__(self, inner: _ExportedGenerator) -> None:
-        super().__init__()
-        self.inner = inner
-
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.inner(image, torch.ones(1, dtype=image.dtype, device=image.device))
+        return self.generator(image, torch.ones(1, dtype=image.dtype, device=image.device))
 
 
 @dataclass(frozen=True)
@@ -76,15 +52,14 @@ def export_onnx(model: StyleModel, path: str | os.PathLike[str], check: bool = T
     """Write ``model`` as ONNX to ``path`` and, when onnxruntime is installed and ``check``, verify it."""
     path = Path(path)
     generator = model.generator.float().cpu().eval()
-    inner = _ExportedGenerator(generator)
     num_styles = generator.config.num_styles
     sample = torch.rand(1, 3, 37, 53)
     if num_styles > 1:
-        module: nn.Module = inner
+        module: nn.Module = generator
         args: tuple[torch.Tensor, ...] = (sample, torch.full((num_styles,), 1.0 / num_styles))
         inputs = ["image", "style_weights"]
     else:
-        module, args, inputs = _SingleStyle(inner), (sample,), ["image"]
+        module, args, inputs = _SingleStyle(generator), (sample,), ["image"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: the check below is the proof

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylize.config import LossConfig
-from stylize.network import is_channels_last
+from stylize.kernels import is_channels_last
 from stylize.vgg import VGG16Features
 
 

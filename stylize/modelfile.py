@@ -23,7 +23,7 @@ import torch
 
 from stylize.config import PYTORCH_EXAMPLES_CONFIG, GeneratorConfig
 from stylize.errors import StylizeError
-from stylize.imaging import make_parent_folder, write_atomic
+from stylize.files import make_parent_folder, write_atomic
 from stylize.network import Generator
 
 FORMAT_VERSION = 1

@@ -7,7 +7,7 @@ Average filter on every row, computed with a few whole-array numpy passes, makes
 where this is a tenth of the CPU time per photo).
 
 Only the chunks stylize writes: IHDR, an optional iCCP (colour profile) and eXIf (EXIF, as Pillow writes it), IDAT and
-IEND. Modes L, LA, RGB and RGBA; :func:`encode_png` returns None for any other mode so the caller can use Pillow.
+IEND. Modes L, LA, RGB and RGBA (:func:`stylize.encoding.encode_image` converts any other mode to one of them first).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ _ROWS_PER_BLOCK = 256
 _PROFILE_NAME = b"ICC Profile"  # the iCCP chunk's profile name, as Pillow writes it
 
 
-def encode_png(image: Image.Image, *, exif: bytes | None = None, icc_profile: bytes | None = None) -> bytes | None:
-    """The PNG file of ``image`` (mode L, LA, RGB or RGBA), or None for other modes."""
+def encode_png(image: Image.Image, *, exif: bytes | None = None, icc_profile: bytes | None = None) -> bytes:
+    """The PNG file of ``image`` (mode L, LA, RGB or RGBA)."""
     colour_type = _COLOUR_TYPES.get(image.mode)
     if colour_type is None:
-        return None
+        raise ValueError(f"encode_png writes modes L, LA, RGB and RGBA, not {image.mode!r}")
     pixels = np.asarray(image)
     height, width = image.height, image.width
     channels = len(image.mode)

@@ -71,7 +71,7 @@ def deviation(reference: torch.Tensor, candidate: torch.Tensor) -> Deviation:
 
 def candidate_precisions(device: torch.device) -> list[str]:
     """Reduced precisions worth trying on ``device``: bf16 on CPUs with AMX/AVX-512 BF16, fp16 and bf16 on CUDA."""
-    from stylize.engine import cpu_has_fast_bf16
+    from stylize.devices import cpu_has_fast_bf16
 
     if device.type == "cpu":
         return ["bf16"] if cpu_has_fast_bf16() else []

@@ -27,6 +27,8 @@ BUNDLED_STYLES_DIR = DATA_DIR / "styles"
 BUNDLED_SHA256: dict[str, str] = {
     "models/multistyle26.safetensors": "01651702859fb9568d2d16472c72d83fa2faba560eada5ed1bddb5bbed036215",
     "models/starry_night.safetensors": "b977c157812e8133e455f193f782a6722b720b2969910dc1aea30902f2d9dcd2",
+    # VGG16 loss network, as printed by scripts/extract_vgg16.py
+    "weights/vgg16_conv1_1-conv4_3.fp16.safetensors": "59f618ba7f52201ff1c85a884d2e0f11e5ccc35824dd7285eb497a0ea35e7948",
 }
 
 
@@ -55,15 +57,22 @@ def bundled_path(relative: str, verify: bool = True) -> Path:
 
 
 def verify_file(path: Path, relative: str) -> None:
+    """Refuse ``path`` unless its SHA-256 is the one recorded for the bundled file ``relative`` (if one is)."""
     expected = BUNDLED_SHA256.get(relative)
     if expected is None:
         return
-    if _sha256(path, path.stat().st_mtime_ns, path.stat().st_size) != expected:
+    if sha256_of(path) != expected:
         raise StylizeError(
             f"bundled file {path} does not match its recorded SHA-256 (damaged or replaced)",
             "reinstall stylize",
             exit_code=EXIT_FAILURE,
         )
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 in hex (cached while its size and modification time stay the same)."""
+    info = path.stat()
+    return _sha256(path, info.st_mtime_ns, info.st_size)
 
 
 @functools.lru_cache(maxsize=32)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,14 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from stylize import topology
 from stylize.config import TilingConfig
-from stylize.errors import EXIT_FAILURE, StylizeError
-from stylize.network import SIZE_MULTIPLE, ConvNormAct, Generator, TransposedConvNormAct
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_UNITS.update({f"{u}ib": v for u, v in list(_UNITS.items()) if u not in ("", "b")})
-_UNITS.update({"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4})
+from stylize.devices import DTYPES
+from stylize.network import Generator
+from stylize.topology import AddSkip, Conv, SaveSkip, check_size, padded_size, to_pixels
 
 # Calibration of the whole-image estimate: bytes live per byte of a layer's output at its peak (conv output,
 # instance_norm result, the gamma product and oneDNN's blocked-layout copies), measured as peak RSS on the CPU.
@@ -50,51 +46,8 @@ _FINISH_STRIP_BYTES = 64 * 1024**2
 _STRIP_BYTES = 128 * 1024**2
 
 
-# -- user input ---------------------------------------------------------------------------------------------
-
-
-def parse_memory_size(text: str | int | None) -> int | None:
-    """``"2GB"`` -> 2e9, ``"512MiB"`` or ``"512M"`` -> 512 * 2**20, ``"1.5G"``, ``"1000000"`` (bytes); ``None`` stays ``None``.
-
-    Units: B, KB/MB/GB/TB (powers of 1000), K/M/G/T and KiB/MiB/GiB/TiB (powers of 1024); case-insensitive.
-    """
-    if text is None:
-        return None
-    if isinstance(text, int) and not isinstance(text, bool):
-        value, unit = float(text), ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-        if not match or match.group(2).lower() not in _UNITS:
-            raise StylizeError(f"bad memory size '{text}'", "write a number with a unit, e.g. 2GB, 512MiB or 1.5G")
-        value, unit = float(match.group(1)), match.group(2).lower()
-    size = int(value * _UNITS[unit])
-    if size < 64 * 1024**2:
-        raise StylizeError(f"memory limit {text} is too small", "give at least 64MB, e.g. --memory-limit 1GB")
-    return size
-
-
-def parse_tile(tile: str | int) -> str | int:
-    """``"auto"``, ``"off"`` or a tile side in pixels (at least 16) from a CLI string or a Python value."""
-    text = str(tile).strip().lower()
-    if text in ("auto", "off"):
-        return text
-    if not text.isdigit():
-        raise StylizeError(f"bad tile setting '{tile}'", "use --tile auto, --tile off or a tile side in pixels, e.g. --tile 512")
-    pixels = int(text)
-    if pixels < 16:
-        raise StylizeError(f"tile side must be at least 16 pixels, got {pixels}", "e.g. --tile 256")
-    return pixels
-
-
-def available_memory(device: torch.device, config: TilingConfig = TilingConfig()) -> int:
-    """The default budget: a share of free GPU memory on CUDA, a share of MemAvailable on the CPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * config.gpu_share)
-    return int(_mem_available() * config.ram_share)
-
-
-def _mem_available() -> int:
+def mem_available() -> int:
+    """Bytes of RAM the kernel says are available (MemAvailable), or 4 GB where there is no /proc (macOS, Windows)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -102,51 +55,26 @@ def _mem_available() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 4 * 1024**3  # no /proc (macOS, Windows): assume a modest machine
+    return 4 * 1024**3
 
 
-# -- the layer plan ----------------------------------------------------------------------------------------
+# -- the layers' geometry ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Layer:
-    """One conv of the generator with what the streamer needs to know about it."""
+def source_index(step: Conv, start: int, stop: int, size: int) -> tuple[torch.Tensor, int]:
+    """Conv-input positions (after the x2 upsample, if any) that output positions ``[start, stop)`` of ``step`` read.
 
-    name: str
-    module: ConvNormAct | TransposedConvNormAct
-    in_channels: int
-    out_channels: int
-    kernel: int
-    stride: int
-    upsample: bool  # nearest x2 before the conv
-    transposed: bool
-    relu: bool
-
-    @property
-    def norm(self):
-        return self.module.norm
-
-    def out_size(self, size: int) -> int:
-        """Output length of this layer for an input map of length ``size``."""
-        if self.transposed:
-            return 2 * size
-        conv_in = 2 * size if self.upsample else size
-        return (conv_in - 1) // self.stride + 1  # reflection padding of kernel // 2 on both sides
-
-    def source_index(self, start: int, stop: int, size: int) -> tuple[torch.Tensor, int]:
-        """Conv-input positions (after the x2 upsample, if any) that output positions ``[start, stop)`` read.
-
-        ``size`` is the stored input map's length. Returns the index tensor and how many leading conv outputs to
-        drop (non-zero for transposed convs only). The whole-image conv pads by reflection; reflecting the indices
-        reproduces it exactly at true borders, and inside the image the halo is the real neighbouring pixels.
-        """
-        if self.transposed:  # stride 2, kernel 3, padding 1, output_padding 1: output o gets inputs (o - 1 + {0,1,2}) / 2
-            first = max(0, math.ceil((start - 1) / 2))
-            last = min(size, stop // 2 + 1)
-            return torch.arange(first, last), start - 2 * first + 1
-        pad = self.kernel // 2
-        conv_in = 2 * size if self.upsample else size
-        return _reflect(torch.arange(start * self.stride - pad, (stop - 1) * self.stride - pad + self.kernel), conv_in), 0
+    ``size`` is the stored input map's length. Returns the index tensor and how many leading conv outputs to drop
+    (non-zero for transposed convs only). The whole-image conv pads by reflection; reflecting the indices reproduces it
+    exactly at true borders, and inside the image the halo is the real neighbouring pixels.
+    """
+    if step.transposed:  # stride 2, kernel 3, padding 1, output_padding 1: output o gets inputs (o - 1 + {0,1,2}) / 2
+        first = max(0, math.ceil((start - 1) / 2))
+        last = min(size, stop // 2 + 1)
+        return torch.arange(first, last), start - 2 * first + 1
+    conv_in = 2 * size if step.upsample else size
+    rows = torch.arange(start * step.stride - step.pad, (stop - 1) * step.stride - step.pad + step.kernel)
+    return _reflect(rows, conv_in), 0
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -166,31 +94,7 @@ def _take(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
     return runs[0] if len(runs) == 1 else torch.cat(runs, dim)
 
 
-def _plan(generator: Generator) -> list[_Layer]:
-    def layer(name: str, module) -> _Layer:
-        conv = module.conv
-        if isinstance(module, TransposedConvNormAct):
-            if conv.kernel_size != (3, 3) or conv.stride != (2, 2) or conv.padding != (1, 1) or conv.output_padding != (1, 1):
-                raise StylizeError("tiled inference supports only 3x3 stride-2 transposed convs", "use --tile off")
-            return _Layer(name, module, conv.in_channels, conv.out_channels, 3, 2, False, True, True)
-        if conv.padding_mode != "reflect" or conv.dilation != (1, 1) or conv.groups != 1:
-            raise StylizeError(f"tiled inference cannot stream layer {name}", "use --tile off")
-        return _Layer(
-            name, module, conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], module.upsample, False, module.relu
-        )
-
-    layers = [layer("head", generator.head), layer("down1", generator.down1), layer("down2", generator.down2)]
-    for i, block in enumerate(generator.residual):
-        layers += [layer(f"residual{i}.conv1", block.conv1), layer(f"residual{i}.conv2", block.conv2)]
-    layers += [layer("up1", generator.up1), layer("up2", generator.up2), layer("tail", generator.tail)]
-    return layers
-
-
 # -- memory estimates ------------------------------------------------------------------------------------------
-
-
-def _padded(height: int, width: int) -> tuple[int, int]:
-    return height + (-height % SIZE_MULTIPLE), width + (-width % SIZE_MULTIPLE)
 
 
 def estimate_whole_bytes(generator: Generator, height: int, width: int, batch: int = 1, precision: str = "fp32") -> int:
@@ -198,34 +102,32 @@ def estimate_whole_bytes(generator: Generator, height: int, width: int, batch: i
 
     The largest layer dominates: its input (and upsampled input), its conv output and the temporaries of
     instance norm and ReLU, scaled by factors measured as peak RSS on the CPU (see docs/tiling.md). Under bf16 or
-    fp16 autocast the convs and norms produce half-size maps; the (float32) input copy is counted in full.
+    fp16 the convs and norms produce half-size maps; the (float32) input copy is counted in full.
     """
     element = 2 if precision in ("bf16", "fp16") else 4
-    h, w = _padded(height, width)
-    peak = 0
-    skip = 0
-    for layer in _plan(generator):
-        if layer.name.endswith("conv1"):
-            skip = layer.in_channels * h * w * 4
-        elif not layer.name.startswith("residual"):
+    h, w = padded_size(height, width)
+    channels, peak, skip = 3, 0, 0
+    for step in generator.plan:
+        if isinstance(step, SaveSkip):
+            skip = channels * h * w * 4
+        elif isinstance(step, AddSkip):
             skip = 0
-        oh, ow = layer.out_size(h), layer.out_size(w)
-        inputs = layer.in_channels * h * w * (5 if layer.upsample else 1)
-        here = skip + _WHOLE_INPUT_FACTOR * inputs * 4 + _WHOLE_OUTPUT_FACTOR * layer.out_channels * oh * ow * element
-        peak = max(peak, here)
-        h, w = oh, ow
+        else:
+            oh, ow = step.out_size(h), step.out_size(w)
+            inputs = step.in_channels * h * w * (5 if step.upsample else 1)
+            peak = max(peak, skip + _WHOLE_INPUT_FACTOR * inputs * 4 + _WHOLE_OUTPUT_FACTOR * step.out_channels * oh * ow * element)
+            channels, h, w = step.out_channels, oh, ow
     return int(batch * (peak + 2 * 3 * height * width * 4))
 
 
 def largest_whole_tensor(generator: Generator, height: int, width: int, batch: int = 1) -> int:
     """Elements in the largest tensor of a whole-image pass: a layer's padded (or upsampled) input, or its output."""
-    h, w = _padded(height, width)
+    h, w = padded_size(height, width)
     largest = 0
-    for layer in _plan(generator):
-        conv_h, conv_w = (2 * h, 2 * w) if layer.upsample else (h, w)
-        pad = 0 if layer.transposed else layer.kernel // 2
-        oh, ow = layer.out_size(h), layer.out_size(w)
-        largest = max(largest, layer.in_channels * (conv_h + 2 * pad) * (conv_w + 2 * pad), layer.out_channels * oh * ow)
+    for step in topology.conv_steps(generator.plan):
+        conv_h, conv_w = (2 * h, 2 * w) if step.upsample else (h, w)
+        oh, ow = step.out_size(h), step.out_size(w)
+        largest = max(largest, step.in_channels * (conv_h + 2 * step.pad) * (conv_w + 2 * step.pad), step.out_channels * oh * ow)
         h, w = oh, ow
     return batch * largest
 
@@ -258,31 +160,36 @@ def estimate_stream(generator: Generator, height: int, width: int, tile: int, st
     """Estimate a streamed pass of one ``height`` x ``width`` image with ``tile``-pixel tiles."""
     dtype = storage_dtype or _storage_dtype(generator, "ram")
     element = torch.empty((), dtype=dtype).element_size()
-    h, w = _padded(height, width)
+    h, w = padded_size(height, width)
     peak_maps, working, previous, block_input = 0, 0, 0, 0
-    for layer in _plan(generator):
-        oh, ow = layer.out_size(h), layer.out_size(w)
-        out_bytes = layer.out_channels * oh * ow * element
-        # Alive during a layer: its input map, its output map and, in a residual block's second conv, the block input.
-        peak_maps = max(peak_maps, previous + out_bytes + (block_input if layer.name.endswith("conv2") else 0))
-        if layer.name.endswith("conv1"):
+    plan = generator.plan
+    for index, step in enumerate(plan):
+        if isinstance(step, SaveSkip):
             block_input = previous
+            continue
+        if isinstance(step, AddSkip):
+            continue
+        oh, ow = step.out_size(h), step.out_size(w)
+        out_bytes = step.out_channels * oh * ow * element
+        # Alive during a layer: its input map, its output map and, before a skip sum, the block's input.
+        adds_skip = index + 1 < len(plan) and isinstance(plan[index + 1], AddSkip)
+        peak_maps = max(peak_maps, previous + out_bytes + (block_input if adds_skip else 0))
         previous = out_bytes
-        tile_h = _tile_height(layer, tile, layer.in_channels * w * element, layer.out_channels * ow * element)
-        rows_in = tile_h * layer.stride // (2 if layer.upsample or layer.transposed else 1) + layer.kernel
-        strip_in = 2 * rows_in * layer.in_channels * w * element  # the strip read and a gathered copy at borders
-        tile_in = 3 * layer.in_channels * (tile * layer.stride + layer.kernel) ** 2 * 4
-        tile_out = 3 * layer.out_channels * tile * tile * 4
-        strip_out = tile_h * layer.out_channels * ow * element
-        finish = 4 * min(_FINISH_STRIP_BYTES, tile * layer.out_channels * ow * 4)
+        tile_h = _tile_height(step, tile, step.in_channels * w * element, step.out_channels * ow * element)
+        rows_in = tile_h * step.stride // (2 if step.upsample or step.transposed else 1) + step.kernel
+        strip_in = 2 * rows_in * step.in_channels * w * element  # the strip read and a gathered copy at borders
+        tile_in = 3 * step.in_channels * (tile * step.stride + step.kernel) ** 2 * 4
+        tile_out = 3 * step.out_channels * tile * tile * 4
+        strip_out = tile_h * step.out_channels * ow * element
+        finish = 4 * min(_FINISH_STRIP_BYTES, tile * step.out_channels * ow * 4)
         working = max(working, strip_in + tile_in + tile_out + strip_out, finish)
         h, w = oh, ow
     return StreamEstimate(peak_maps, working + 2 * 3 * height * width * 4, dtype)
 
 
-def _tile_height(layer: _Layer, tile: int, in_row_bytes: int, out_row_bytes: int) -> int:
+def _tile_height(step: Conv, tile: int, in_row_bytes: int, out_row_bytes: int) -> int:
     """Rows of output per strip: ``tile``, fewer for very wide images so that a strip's buffers stay near 128 MB."""
-    in_rows_per_out_row = layer.stride / (2 if layer.upsample or layer.transposed else 1)
+    in_rows_per_out_row = step.stride / (2 if step.upsample or step.transposed else 1)
     per_row = in_row_bytes * in_rows_per_out_row + out_row_bytes
     return int(max(16, min(tile, _STRIP_BYTES // per_row)))
 
@@ -416,35 +323,26 @@ def stream_forward(
     style_weights: torch.Tensor | None = None,
     *,
     tile: int = TilingConfig.tile,
-    memory_limit: str | int | None = None,
-    storage: str = "auto",
+    storage: str = "ram",
     precision: str = "fp32",
     device: torch.device | str | None = None,
     temp_dir: str | os.PathLike | None = None,
-    per_tile_stats: bool = False,
 ) -> torch.Tensor:
     """Stylize one image ``(1, 3, H, W)`` in ``[0, 1]`` layer by layer in tiles; returns ``(1, 3, H, W)`` float32 on the CPU.
 
-    ``storage`` is ``"ram"``, ``"disk"`` (temporary files under ``temp_dir``, removed even on errors) or ``"auto"``:
-    RAM when the estimate fits ``memory_limit`` (default: a share of available RAM), disk otherwise.
-    ``precision`` runs the convs under autocast as the engine does. ``per_tile_stats=True`` gives the naive,
-    wrong result (each tile normalised by its own statistics), for comparisons only.
+    ``storage`` is ``"ram"`` or ``"disk"`` (temporary files under ``temp_dir``, removed even on errors);
+    :func:`decide` chooses it. ``precision`` runs the convs under autocast as the engine does.
     """
     if image.dim() != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"stream_forward takes one image (1, 3, H, W), got {tuple(image.shape)}")
-    if storage not in ("ram", "disk", "auto"):
-        raise ValueError(f"storage must be 'ram', 'disk' or 'auto', got {storage!r}")
-    height, width = image.shape[-2:]
-    if storage == "auto":
-        budget = parse_memory_size(memory_limit) or int(_mem_available() * TilingConfig.ram_share)
-        storage = "ram" if estimate_stream(generator, height, width, tile).ram_bytes <= budget else "disk"
-    if min(height, width) < 8:
-        raise ValueError(f"images need at least 8 pixels on each side, got {height}x{width}")
+    if storage not in ("ram", "disk"):
+        raise ValueError(f"storage must be 'ram' or 'disk', got {storage!r}")
+    check_size(*image.shape[-2:])
     device = torch.device(device) if device is not None else next(generator.parameters()).device
-    weights = generator.style_weights(style_weights, 1, device)
+    weights = topology.style_weights(style_weights, generator.config.num_styles, 1, device)
     context = tempfile.TemporaryDirectory(prefix="stylize-tiles-", dir=temp_dir) if storage == "disk" else nullcontext(None)
     with context as folder, torch.inference_mode():
-        streamer = _Streamer(generator, weights, tile, device, precision, folder, _storage_dtype(generator, storage), per_tile_stats)
+        streamer = _Streamer(generator, weights, tile, device, precision, folder, _storage_dtype(generator, storage))
         try:
             return streamer.run(image.detach().float().cpu())
         finally:
@@ -452,12 +350,13 @@ def stream_forward(
 
 
 class _Streamer:
-    def __init__(self, generator, weights, tile, device, precision, folder, dtype, per_tile_stats) -> None:
+    """One streamed pass: walks the generator's plan, keeping each layer's whole-image map in RAM or a file."""
+
+    def __init__(self, generator: Generator, weights: torch.Tensor, tile: int, device: torch.device, precision: str, folder, dtype) -> None:
         self.generator, self.weights, self.tile, self.device = generator, weights, tile, device
-        self.autocast = None if precision == "fp32" else _DTYPES[precision]
+        self.autocast = None if precision == "fp32" else DTYPES[precision]
         self.folder = Path(folder) if folder else None
         self.dtype = dtype
-        self.per_tile_stats = per_tile_stats
         self.maps: list = []
 
     def close(self) -> None:
@@ -481,63 +380,68 @@ class _Streamer:
 
     def run(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
+        size = (height, width)
         output = torch.empty((1, 3, height, width))
-        # The input "map" is the image itself; padding to a multiple of 4 happens in the head's indices.
+        # The input "map" is the image itself; padding to a multiple of 4 happens in the first layer's indices.
         x = _RamMap(image[0].permute(1, 0, 2))
-        layers = _plan(self.generator)
-        block_input = None
-        for layer in layers:
-            last = layer.name == "tail"
-            skip = block_input if layer.name.endswith("conv2") else None
-            if last and layer.norm is None:
-                y = self.conv_stage(layer, x, None, output, first=False, size=(height, width))[0]
+        plan = self.generator.plan
+        skip = None
+        for index, step in enumerate(plan):
+            if isinstance(step, SaveSkip):
+                skip = x
+                continue
+            if isinstance(step, AddSkip):  # folded into the finish pass of the conv before it
+                self.release(skip)
+                skip = None
+                continue
+            first, last = index == 0, index == len(plan) - 1
+            adds_skip = index + 1 < len(plan) and isinstance(plan[index + 1], AddSkip)
+            if not step.norm:
+                if adds_skip:
+                    raise ValueError(f"streaming a skip sum after a conv without a norm ({step.name}) is not supported")
+                y = self.conv_stage(step, x, None, output if last else None, first, size)[0]
             else:
                 dtype = torch.float32 if last else None  # the 3-channel pre-norm output is small: keep it exact
-                y, stats = self.conv_stage(layer, x, dtype, None, first=layer.name == "head", size=(height, width))
-                self.finish(layer, y, stats, skip, output if last else None, (height, width))
-            if layer.name.endswith("conv1"):
-                block_input = x  # kept for the skip after conv2
-            else:
+                y, stats = self.conv_stage(step, x, dtype, None, first, size)
+                self.finish(step, y, stats, skip if adds_skip else None, output if last else None, size)
+            if x is not skip:
                 self.release(x)
-            if skip is not None:
-                self.release(skip)
-                block_input = None
             x = y
         self.release(x)
         return output
 
-    def conv_stage(self, layer: _Layer, src, dtype, output, first: bool, size: tuple[int, int]):
-        """Run ``layer``'s conv over ``src`` in tiles; return the pre-norm map and its statistics.
+    def conv_stage(self, step: Conv, src, dtype, output, first: bool, size: tuple[int, int]):
+        """Run ``step``'s conv over ``src`` in tiles; return the stored map and its statistics (None without a norm).
 
-        Without a norm (the output conv of most models) the tiles go straight through ``to_pixels`` into ``output``.
+        Without a norm the tiles get their activation at once: ReLU into the stored map, or (the output layer)
+        ``to_pixels`` straight into ``output``.
         """
         height, width = size
-        src_h, src_w = (_padded(height, width) if first else (src.height, src.width))
-        out_h, out_w = layer.out_size(src_h), layer.out_size(src_w)
-        dst = None if output is not None else self.new_map(layer.name, out_h, layer.out_channels, out_w, dtype)
-        stats = _Stats(layer.out_channels, self.per_tile_stats)
-        conv = layer.module.conv
-        weight = conv.weight
+        src_h, src_w = padded_size(height, width) if first else (src.height, src.width)
+        out_h, out_w = step.out_size(src_h), step.out_size(src_w)
+        dst = None if output is not None else self.new_map(step.name, out_h, step.out_channels, out_w, dtype)
+        stats = _Stats(step.out_channels) if step.norm else None
+        conv = self.generator.layer(step).conv
         scale = self.generator.config.pixel_scale
         in_row = src.channels * src.width * src.dtype.itemsize
-        out_row = layer.out_channels * out_w * (dst.dtype.itemsize if dst is not None else 4)
+        out_row = step.out_channels * out_w * (dst.dtype.itemsize if dst is not None else 4)
         # Only file-backed maps need strip buffers (a RAM map's strip is a view): cap the strip height for those alone.
         buffered = isinstance(src, _FileMap) or isinstance(dst, _FileMap)
-        tile_h = _tile_height(layer, self.tile, in_row, out_row) if buffered and not self.per_tile_stats else self.tile
+        tile_h = _tile_height(step, self.tile, in_row, out_row) if buffered else self.tile
         for top in range(0, out_h, tile_h):
             bottom = min(top + tile_h, out_h)
-            rows, row_crop = layer.source_index(top, bottom, src_h)  # conv-input coordinates
-            src_rows = rows // 2 if layer.upsample else rows
+            rows, row_crop = source_index(step, top, bottom, src_h)  # conv-input coordinates
+            src_rows = rows // 2 if step.upsample else rows
             if first:
                 src_rows = _reflect(src_rows, height)  # the reflection pad to a multiple of 4, done once by the whole pass
             r0 = int(src_rows.min())
             strip = src.read_rows(r0, int(src_rows.max()) + 1)  # (h, C, W)
-            strip_rows = strip if layer.upsample else _take(strip, 0, src_rows - r0)
+            strip_rows = strip if step.upsample else _take(strip, 0, src_rows - r0)
             out_strip = None if dst is None else dst.rows_view(top, bottom)
             for left in range(0, out_w, self.tile):
                 right = min(left + self.tile, out_w)
-                cols, col_crop = layer.source_index(left, right, src_w)
-                if layer.upsample:  # nearest x2 of the source block, then the conv-input positions inside it
+                cols, col_crop = source_index(step, left, right, src_w)
+                if step.upsample:  # nearest x2 of the source block, then the conv-input positions inside it
                     c0 = int(cols.min()) // 2
                     block = strip[:, :, c0 : int(cols.max()) // 2 + 1].permute(1, 0, 2).unsqueeze(0).to(self.device, torch.float32)
                     block = F.interpolate(block, scale_factor=2, mode="nearest")
@@ -549,42 +453,48 @@ class _Streamer:
                 if first and scale != 1.0:
                     tile = tile * scale
                 with torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else nullcontext():
-                    if layer.transposed:
-                        y = F.conv_transpose2d(tile, weight, conv.bias, stride=2)
+                    if step.transposed:
+                        y = F.conv_transpose2d(tile, conv.weight, conv.bias, stride=2)
                     else:
-                        y = F.conv2d(tile, weight, conv.bias, stride=layer.stride)
+                        y = F.conv2d(tile, conv.weight, conv.bias, stride=step.stride)
                 y = y.float()[:, :, row_crop : row_crop + bottom - top, col_crop : col_crop + right - left]
-                if output is not None:  # final layer without a norm
+                if output is not None:  # the output layer without a norm
                     h_end, w_end = min(bottom, height), min(right, width)
                     if top < h_end and left < w_end:
-                        output[:, :, top:h_end, left:w_end] = self.generator.to_pixels(y[:, :, : h_end - top, : w_end - left]).cpu()
+                        pixels = to_pixels(y[:, :, : h_end - top, : w_end - left], self.generator.config)
+                        output[:, :, top:h_end, left:w_end] = pixels.cpu()
                     continue
-                stats.add(y[0], (top, left))
+                if stats is not None:
+                    stats.add(y[0])
+                elif step.relu:
+                    y = y.relu_()
                 out_strip[:, :, left:right] = y[0].permute(1, 0, 2).to("cpu", out_strip.dtype)
             if dst is not None:
                 dst.write_rows(top, out_strip)
         return dst, stats
 
-    def finish(self, layer: _Layer, stored, stats: _Stats, skip, output, size: tuple[int, int]) -> None:
+    def finish(self, step: Conv, stored, stats: _Stats, skip, output, size: tuple[int, int]) -> None:
         """Normalise ``stored`` with the whole-image statistics, then ReLU and skip, in place (or into ``output``)."""
-        norm = layer.norm
+        norm = self.generator.layer(step).norm
         gamma = (self.weights @ norm.gamma.to(self.weights.dtype))[0].double().cpu()
         beta = (self.weights @ norm.beta.to(self.weights.dtype))[0].double().cpu()
-        # Strips of at most ~64 MB in float32 (pointwise work needs no halo); naive per-tile statistics need tile rows.
-        step = self.tile if self.per_tile_stats else max(1, min(self.tile, _FINISH_STRIP_BYTES // (stored.channels * stored.width * 4)))
-        for top in range(0, stored.height, step):
-            bottom = min(top + step, stored.height)
+        mean, factor = stats.normaliser(gamma, norm.eps)
+        shift = beta.float()[None, :, None]
+        # Strips of at most ~64 MB in float32: pointwise work needs no halo.
+        rows = max(1, min(self.tile, _FINISH_STRIP_BYTES // (stored.channels * stored.width * 4)))
+        for top in range(0, stored.height, rows):
+            bottom = min(top + rows, stored.height)
             x = stored.read_rows(top, bottom).float()  # (h, C, W); in RAM a view of the map, changed in place
-            mean, factor = stats.normaliser(top, gamma, norm.eps, x.shape[-1], self.tile)
-            x.sub_(mean).mul_(factor).add_(beta.float()[None, :, None])
-            if layer.relu:
+            x.sub_(mean).mul_(factor).add_(shift)
+            if step.relu:
                 x.relu_()
             if skip is not None:
                 x.add_(skip.read_rows(top, bottom))
             if output is not None:
                 height, width = size
                 if top < height:
-                    output[0, :, top : min(bottom, height)] = self.generator.to_pixels(x.permute(1, 0, 2)[:, : height - top, :width])
+                    pixels = to_pixels(x.permute(1, 0, 2)[:, : height - top, :width], self.generator.config)
+                    output[0, :, top : min(bottom, height)] = pixels
             else:
                 stored.write_rows(top, x)
 
@@ -592,126 +502,25 @@ class _Streamer:
 class _Stats:
     """Per-channel mean and biased variance merged over tiles (Chan et al.), in float64."""
 
-    def __init__(self, channels: int, per_tile: bool = False) -> None:
+    def __init__(self, channels: int) -> None:
         self.count = 0
         self.mean = torch.zeros(channels, dtype=torch.float64)
         self.m2 = torch.zeros(channels, dtype=torch.float64)
-        self.per_tile = per_tile
-        self.tiles: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def add(self, tile: torch.Tensor, origin: tuple[int, int]) -> None:
+    def add(self, tile: torch.Tensor) -> None:
         """Merge the statistics of one tile ``(C, h, w)``."""
         flat = tile.flatten(1)  # (C, h * w)
         mean = flat.mean(1)
         var = (flat - mean[:, None]).square_().mean(1)  # biased, as instance norm's
         var, mean = var.double().cpu(), mean.double().cpu()
         count = tile.shape[1] * tile.shape[2]
-        if self.per_tile:
-            self.tiles[origin] = (mean, var)
         total = self.count + count
         delta = mean - self.mean
         self.mean += delta * count / total
         self.m2 += var * count + delta**2 * self.count * count / total
         self.count = total
 
-    def normaliser(self, top: int, gamma: torch.Tensor, eps: float, width: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mean`` and ``gamma / sqrt(var + eps)`` to apply to rows from ``top``: ``(1, C, 1)``, or ``(1, C, W)`` per tile."""
-        if not self.per_tile:
-            factor = gamma / torch.sqrt(self.m2 / self.count + eps)
-            return self.mean.float()[None, :, None], factor.float()[None, :, None]
-        # Naive tiling for comparison: each column tile of this strip gets its own statistics.
-        lefts = range(0, width, tile)
-        means = torch.stack([self.tiles[(top, left)][0] for left in lefts], 1)  # (C, tiles)
-        factors = torch.stack([gamma / torch.sqrt(self.tiles[(top, left)][1] + eps) for left in lefts], 1)
-        expand = torch.tensor([min(tile, width - left) for left in lefts])
-
-        def spread(values: torch.Tensor) -> torch.Tensor:
-            return values.float().repeat_interleave(expand, dim=1)[None]  # (1, C, W)
-
-        return spread(means), spread(factors)
-
-
-# -- routing used by the API ----------------------------------------------------------------------------------------
-
-
-def forward(
-    engine,
-    images: torch.Tensor,
-    style_weights: torch.Tensor,
-    tile: str | int = "auto",
-    memory_limit: str | int | None = None,
-    config: TilingConfig = TilingConfig(),
-) -> torch.Tensor:
-    """Stylize ``images`` (B, 3, H, W) with ``engine``: whole, or streamed when ``tile`` says so or memory is short.
-
-    ``tile="off"`` is the plain whole-image pass; ``"auto"`` runs whole when the estimate fits the budget
-    (``memory_limit``, else a share of free GPU memory or of available RAM) and streams otherwise; a number always
-    streams with tiles of that side. CUDA out-of-memory in the whole pass falls back to streaming, and in
-    streaming halves the tile down to ``config.min_tile``. Returns float32 on the CPU, like ``Engine.forward``.
-    """
-    mode = parse_tile(tile)
-    limit = parse_memory_size(memory_limit)
-    if mode == "off":
-        return engine.forward(images, style_weights)
-    generator, device = engine.generator, engine.device
-    batch, _, height, width = images.shape
-    budget = limit if limit is not None else available_memory(device, config)
-    # On CUDA the budget is GPU memory; the streamed maps live in host RAM, which has its own share.
-    ram_budget = budget if device.type != "cuda" else int(_mem_available() * config.ram_share)
-    options = {"tile": config.tile if mode == "auto" else mode, "fixed_tile": mode != "auto", "precision": engine.precision,
-               "ram_budget": ram_budget, "config": config, "max_elements": CUDA_MAX_ELEMENTS if device.type == "cuda" else None}
-    if decide(generator, height, width, budget, batch=batch, **options).mode == "whole":
-        try:
-            return _whole(engine, images, style_weights)
-        except _DEVICE_LIMITS:
-            torch.cuda.empty_cache()
-            if batch == 1:
-                return _stream_with_retry(engine, images, style_weights, decide(generator, height, width, 0, **options), config)
-    outputs = []
-    for index in range(batch):  # the batch does not fit: one image at a time, whole where it fits
-        image = images[index : index + 1]
-        weights = style_weights[index] if style_weights.dim() == 2 else style_weights
-        one = decide(generator, height, width, budget, **options)
-        if one.mode == "whole":
-            try:
-                outputs.append(_whole(engine, image, weights))
-                continue
-            except _DEVICE_LIMITS:
-                torch.cuda.empty_cache()
-                one = decide(generator, height, width, 0, **options)  # a zero budget always streams
-        outputs.append(_stream_with_retry(engine, image, weights, one, config))
-    return torch.cat(outputs)
-
-
-class _IndexLimitError(RuntimeError):
-    """A CUDA kernel refused a tensor too large for 32-bit indexing: streaming in tiles gets round it."""
-
-
-_DEVICE_LIMITS = (torch.OutOfMemoryError, _IndexLimitError)
-
-
-def _whole(engine, images: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-    """The engine's whole-image pass, but letting CUDA's memory and indexing limits through so that the caller can stream."""
-    try:
-        return engine.run(images, style_weights)
-    except RuntimeError as exc:
-        if "32-bit index" in str(exc):  # max_elements should prevent this; an op we did not foresee may still hit it
-            raise _IndexLimitError(str(exc)) from exc
-        raise
-
-
-def _stream_with_retry(engine, image: torch.Tensor, style_weights: torch.Tensor, decision: Decision, config: TilingConfig) -> torch.Tensor:
-    tile = decision.tile
-    while True:
-        try:
-            return stream_forward(engine.generator, image, style_weights, tile=tile, storage=decision.storage,
-                                  precision=engine.precision, device=engine.device, temp_dir=config.temp_dir)
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if tile // 2 < config.min_tile:
-                raise StylizeError(
-                    f"out of memory on {engine.device} even with {tile}-pixel tiles",
-                    "use --device cpu, or free GPU memory",
-                    exit_code=EXIT_FAILURE,
-                ) from None
-            tile //= 2
+    def normaliser(self, gamma: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``gamma / sqrt(var + eps)``, each ``(1, C, 1)`` to broadcast over ``(h, C, W)`` rows."""
+        factor = gamma / torch.sqrt(self.m2 / self.count + eps)
+        return self.mean.float()[None, :, None], factor.float()[None, :, None]

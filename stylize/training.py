@@ -2,21 +2,22 @@
 
 One process, or K under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on CUDA): each process takes its
 slice of every global batch (see :mod:`stylize.training_data`), gradients are averaged, rank 0 logs and saves.
-Nothing here prints: progress goes to ``on_step``, notices to the ``stylize.training`` logger, failures are raised
-as :class:`StylizeError`.
+Nothing here prints: progress goes to ``on_step`` (or a ``tqdm.auto`` bar with ``progress=True``), notices to the
+``stylize.training`` logger, failures are raised as :class:`StylizeError`.
+
+A run is three steps: :func:`_prepare` (styles, photos, network, loss, optimiser, resume), :func:`_loop` (the
+optimiser steps, checkpoints, previews, log) and :func:`_save` (the model file with its inference precision).
 """
 
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from stylize.catalog import find_model
 from stylize.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from stylize.compilation import COMPILE_MODES
 from stylize.config import ARCHITECTURES, GeneratorConfig, TrainConfig
-from stylize.engine import COMPILE_MODES, cpu_has_fast_bf16
+from stylize.devices import PRECISIONS, autocast_dtype, resolve_device
+from stylize.distributed import Launch
 from stylize.errors import EXIT_FAILURE, StylizeError
+from stylize.files import remove_stale_temporaries_of
 from stylize.losses import LossTerms, PerceptualLoss
 from stylize.modelfile import StyleModel, load_model, save_model
-from stylize.network import ConvNormAct, Generator, TransposedConvNormAct
+from stylize.network import ConvNormAct, Generator
 from stylize.training_data import ContentStream, find_photos, load_crop, load_style_image
 from stylize.vgg import LAYER_NAMES, load_vgg16
 
@@ -62,82 +67,44 @@ class TrainProgress:
         return self.content + self.style + self.tv
 
 
-@dataclass
-class Run:
-    """Where this process sits in a (possibly distributed) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> Run:
-        # torchrun sets these; a plain `python -m stylize train` has none of them.
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
 def check_config(config: TrainConfig) -> None:
     """Refuse bad settings before any work starts, each with what to do instead."""
     if not config.style:
-        raise StylizeError("no style image given", "pass --style IMAGE (or a bundled name such as starry_night)")
+        raise StylizeError("no `style` image given", "pass `style=IMAGE` (or a bundled name such as starry_night)")
     if config.arch not in ARCHITECTURES:
-        raise StylizeError(f"unknown architecture {config.arch!r}", f"use one of: {', '.join(ARCHITECTURES)}")
-    if config.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise StylizeError(f"unknown precision {config.precision!r}", "use auto, fp32, bf16 or fp16")
+        raise StylizeError(f"unknown architecture {config.arch!r}", f"use `arch` {', '.join(ARCHITECTURES)}")
+    if config.precision not in PRECISIONS:
+        raise StylizeError(f"unknown precision {config.precision!r}", f"use `precision` {', '.join(PRECISIONS)}")
     if config.compile not in COMPILE_MODES:
-        raise StylizeError(f"unknown compile mode {config.compile!r}", f"use {', '.join(COMPILE_MODES)}")
-    positive = {"iterations": config.iterations, "batch-size": config.batch_size, "checkpoint-every": config.checkpoint_every}
-    positive["log-every"] = config.log_every
-    for flag, value in positive.items():
+        raise StylizeError(f"unknown compile mode {config.compile!r}", f"use `compile` {', '.join(COMPILE_MODES)}")
+    positive = {"iterations": config.iterations, "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
+    positive["log_every"] = config.log_every
+    for name, value in positive.items():
         if value < 1:
-            raise StylizeError(f"--{flag} must be at least 1, got {value}", f"pass a positive --{flag}")
+            raise StylizeError(f"{name} must be at least 1, got {value}", f"pass a positive {name}")
     if config.epochs is not None and config.epochs <= 0:
-        raise StylizeError(f"--epochs must be positive, got {config.epochs}", "pass a positive --epochs or use --iterations")
+        raise StylizeError(
+            f"`epochs` must be positive, got {config.epochs}", "pass a positive `epochs` or use `iterations`"
+        )
     if config.image_size < 32 or config.image_size % 4:
-        raise StylizeError(f"--image-size must be a multiple of 4 and at least 32, got {config.image_size}", "try 256")
-    if config.lr <= 0 or config.workers < 0 or config.preview_every < 0:
-        raise StylizeError("--lr must be positive and --workers, --preview-every non-negative", "check the flags")
+        raise StylizeError(f"`image_size` must be a multiple of 4 and at least 32, got {config.image_size}", "try 256")
+    for name, value in (("lr", config.lr), ("workers", config.workers + 1), ("preview_every", config.preview_every + 1)):
+        if value <= 0:
+            raise StylizeError(f"{name} must be {'positive' if name == 'lr' else 'zero or more'}", f"check {name}")
     layers = (config.loss.content_layer, *config.loss.style_layers)
     unknown = [layer for layer in layers if layer not in LAYER_NAMES]
     if unknown:
         raise StylizeError(f"unknown VGG16 layers: {', '.join(unknown)}", f"use layers among {', '.join(LAYER_NAMES)}")
 
 
-def resolve_device(name: str, run: Run) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise StylizeError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+def training_device(name: str, launch: Launch) -> torch.device:
+    """The device to train on: :func:`stylize.devices.resolve_device` (one GPU per torchrun process), CPU or CUDA only."""
+    device = resolve_device(name, launch.local_rank)
+    if device.type not in ("cpu", "cuda"):
+        raise StylizeError(f"training on {device.type} is not supported", "use `device=cpu` or `device=cuda`")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise StylizeError("CUDA was requested but no CUDA GPU is available", "use --device cpu")
-        if run.world_size > 1 and device.index is None:
-            device = torch.device("cuda", run.local_rank)  # one GPU per torchrun process
-        elif device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())  # set_device needs an index (torch 2.11)
         torch.cuda.set_device(device)
-    elif device.type != "cpu":
-        raise StylizeError(f"training on {device.type} is not supported", "use --device cpu or cuda")
     return device
-
-
-def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (``None`` for plain fp32)."""
-    if requested == "fp32":
-        return None
-    if requested == "bf16":
-        return torch.bfloat16
-    if requested == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
 def default_out(config: TrainConfig, style_names: list[str]) -> Path:
@@ -157,7 +124,9 @@ def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Genera
     if config.from_model is None:
         generator = Generator(ARCHITECTURES[config.arch].with_styles(len(style_names)))
         return generator, list(style_names), 0
-    base = load_model(config.from_model)
+    base = load_model(find_model(config.from_model))  # a path or a model name ("multistyle26")
+    if base.embedding_size:
+        raise StylizeError(f"{config.from_model} is an arbitrary-style network; styles cannot be added to it", "use another `from_model`")
     clash = sorted(set(base.styles) & set(style_names))
     if clash:
         raise StylizeError(f"{config.from_model} already has styles named {', '.join(clash)}", "rename the style images")
@@ -182,7 +151,7 @@ def trainable_parameters(generator: Generator, first_new_style: int) -> list[nn.
     update that is exactly zero, so with ``--from`` the old styles stay bit-identical.
     """
     for module in generator.modules():
-        if isinstance(module, ConvNormAct | TransposedConvNormAct) and module.norm is not None and module.conv.bias is not None:
+        if isinstance(module, ConvNormAct) and module.norm is not None and module.conv.bias is not None:
             module.conv.bias.requires_grad_(False)
     if first_new_style == 0:
         return [parameter for parameter in generator.parameters() if parameter.requires_grad]
@@ -244,34 +213,110 @@ def save_preview(generator: Generator, photos: list[Path], num_styles: int, size
     return path
 
 
-def train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None = None) -> Path:
-    """Train and save a style model; returns the model file's path (see module docstring)."""
+def train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None = None, progress: bool = False) -> Path:
+    """Train and save a style model; returns the model file's path (see the module docstring).
+
+    ``on_step`` receives a :class:`TrainProgress` after every step; ``progress=True`` draws a ``tqdm.auto`` bar instead.
+    """
     check_config(config)
-    run = Run.from_env()
-    device = resolve_device(config.device, run)
-    if run.world_size > 1 and not dist.is_initialized():
-        if config.batch_size % run.world_size:
-            raise StylizeError(
-                f"--batch-size {config.batch_size} does not split over {run.world_size} processes",
-                "pass a multiple of the process count",
-            )
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        try:
-            return _train(config, on_step, run, device)
-        finally:
-            dist.destroy_process_group()
-    return _train(config, on_step, run, device)
+    launch = Launch.from_env()
+    device = training_device(config.device, launch)
+    bar = None
+    if progress and on_step is None and launch.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(unit="step", desc="train")
+        on_step = _tqdm_step(bar)
+    try:
+        if launch.world_size > 1 and not dist.is_initialized():
+            if config.batch_size % launch.world_size:
+                raise StylizeError(
+                    f"`batch_size` {config.batch_size} does not split over {launch.world_size} processes",
+                    "pass a multiple of the process count"
+                )
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            try:
+                return _train(config, on_step, launch, device)
+            finally:
+                dist.destroy_process_group()
+        return _train(config, on_step, launch, device)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
-def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None, run: Run, device: torch.device) -> Path:
+def _tqdm_step(bar: Any) -> Callable[[TrainProgress], None]:
+    def on_step(info: TrainProgress) -> None:
+        bar.total = info.total_steps
+        bar.n = info.step
+        bar.set_postfix(content=f"{info.content:.3g}", style=f"{info.style:.3g}", tv=f"{info.tv:.3g}", refresh=False)
+        bar.refresh()
+
+    return on_step
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds between :func:`_prepare`, :func:`_loop` and :func:`_save`."""
+
+    config: TrainConfig
+    launch: Launch
+    device: torch.device
+    generator: Generator
+    style_names: list[str]
+    first_new: int  # index of the first style being trained (non-zero with from_model)
+    held_out: list[Path]
+    photos: list[Path]
+    out: Path
+    checkpoint: Path
+    loss_fn: PerceptualLoss
+    autocast: torch.dtype | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    total_steps: int
+    start_step: int
+    model: nn.Module  # the generator as the step runs it: DDP-wrapped and/or compiled
+    settings: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints and the model file
+
+    @property
+    def num_styles(self) -> int:
+        return len(self.style_names)
+
+    def save_checkpoint(self, step: int) -> Path:
+        state = {
+            "generator": self.generator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_states(),
+            "step": step,
+            "data_position": step * self.config.batch_size,  # global samples consumed (see training_data)
+            "styles": self.style_names,
+            "generator_config": self.generator.config.to_dict(),
+            "train_config": json.dumps(self.settings),
+        }
+        return save_checkpoint(state, self.checkpoint)
+
+
+def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None, launch: Launch, device: torch.device) -> Path:
+    run = _prepare(config, launch, device)
+    step, last_terms = _loop(run, on_step)
+    if launch.is_main:
+        _save(run, step, last_terms)
+    if launch.world_size > 1:
+        dist.barrier()  # the other ranks return only once the file exists
+    return run.out
+
+
+def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
+    """Styles, photos, network, loss, optimiser and (with resume) the restored state of a run."""
     styles = [load_style_image(spec, config.loss.style_size) for spec in config.style]
     new_names = [name for name, _ in styles]
     if len(set(new_names)) != len(new_names):
         raise StylizeError(f"two style images have the same name: {', '.join(new_names)}", "rename one of the files")
     photos, skipped = find_photos(config.content_dir)
-    if run.is_main:
+    if launch.is_main:
         if config.content_dir is None:
-            log.warning("no --content-dir: training on 6 bundled photos; a real model wants thousands (e.g. COCO)")
+            log.warning("no content_dir: training on 6 bundled photos; a real model wants thousands (e.g. COCO)")
         if skipped:
             log.warning("skipped %d unreadable image files in %s", skipped, config.content_dir)
     held_out_count = min(MAX_HELD_OUT, len(photos) // 20)
@@ -280,11 +325,11 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
 
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     generator, style_names, first_new = build_generator(config, new_names)
-    num_styles = len(style_names)
     out = default_out(config, new_names if config.from_model is None else style_names)
     ckpt_path = checkpoint_path(out)
-    if run.is_main:
-        _remove_stale_temporaries(out, ckpt_path)
+    if launch.is_main:  # what a killed run of this model left: a half-written checkpoint or model file
+        remove_stale_temporaries_of(out)
+        remove_stale_temporaries_of(ckpt_path)
     generator.to(device=device, memory_format=torch.channels_last)
     parameters = trainable_parameters(generator, first_new)
 
@@ -292,9 +337,9 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
     loss_fn = PerceptualLoss(vgg, config.loss)
     loss_fn.set_styles([image.to(device) for _, image in styles])  # fp32 targets, once per style
 
-    autocast_dtype = resolve_precision(config.precision, device)
+    autocast = autocast_dtype(config.precision, device)
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     total_steps = config.iterations
     if config.epochs is not None:
         total_steps = max(1, math.ceil(config.epochs * len(photos) / config.batch_size))
@@ -303,125 +348,133 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
     resume_path = _resume_path(config.resume, ckpt_path)
     if resume_path is not None:
         start_step = _restore(resume_path, generator, optimizer, scaler, style_names, config)
-        if run.is_main:
+        if launch.is_main:
             log.info("resumed from %s at step %d", resume_path, start_step)
 
     model: nn.Module = generator
-    if run.world_size > 1:
+    if launch.world_size > 1:
         model = nn.parallel.DistributedDataParallel(generator, device_ids=[device.index] if device.type == "cuda" else None)
-    if _should_compile(config.compile, total_steps - start_step, run, device):
+    if _should_compile(config.compile, total_steps - start_step, launch, device):
         # Only the training step runs compiled: previews and the saved weights use `generator` itself.
         model = torch.compile(model, dynamic=False)
         loss_fn.vgg = torch.compile(loss_fn.vgg, dynamic=False)
-        if run.is_main:
+        if launch.is_main:
             log.info("compiling generator and loss network (about a minute before the first step)")
-
-    stream = ContentStream(
-        photos, config.image_size, config.batch_size, len(new_names), config.seed, first_new, run.rank, run.world_size
-    )
-    batches = _batches(stream, start_step, total_steps, config.workers, device)
     settings = {
         **config.to_dict(),
-        "precision_used": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
-        "world_size": run.world_size,
+        "style": [Path(spec).name for spec in config.style],  # names, never this machine's paths
+        "precision_used": str(autocast).removeprefix("torch.") if autocast else "float32",
+        "world_size": launch.world_size,
         "device_type": device.type,
         "content_photos": len(photos),
     }
+    for key in ("content_dir", "out", "log", "resume", "from_model", "vgg_weights"):
+        if settings.get(key):
+            settings[key] = Path(settings[key]).name
+    return _Run(config, launch, device, generator, style_names, first_new, held_out, photos, out, ckpt_path, loss_fn, autocast,
+                optimizer, scaler, total_steps, start_step, model, settings)  # fmt: skip
 
-    def checkpoint(step: int) -> Path:
-        state = {
-            "generator": generator.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rng_states(),
-            "step": step,
-            "data_position": step * config.batch_size,  # global samples consumed (see training_data)
-            "styles": style_names,
-            "generator_config": generator.config.to_dict(),
-            "train_config": json.dumps(settings),
-        }
-        return save_checkpoint(state, ckpt_path)
 
-    log_file = Path(config.log).open("a") if (config.log and run.is_main) else None
-    step = start_step
+def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[int, dict[str, float]]:
+    """The optimiser steps from ``run.start_step`` to ``run.total_steps``; returns the last step and its loss terms."""
+    config, launch = run.config, run.launch
+    stream = ContentStream(
+        run.photos, config.image_size, config.batch_size, run.num_styles - run.first_new, config.seed, run.first_new,
+        launch.rank, launch.world_size,
+    )  # fmt: skip
+    batches = _batches(stream, run.start_step, run.total_steps, config.workers, run.device)
+    log_file = Path(config.log).open("a") if (config.log and launch.is_main) else None
+    step = run.start_step
     started = time.perf_counter()
     window_start, window_steps = started, 0
     last_terms: dict[str, float] = {}
     try:
-        generator.train()
+        run.generator.train()
         for images, style_index in batches:
-            terms = compute_losses(model, loss_fn, images, style_index, num_styles, first_new, autocast_dtype)
-            values = torch.stack([terms.content, terms.style, terms.tv]).detach().float()
-            if run.world_size > 1:
-                dist.all_reduce(values)  # every rank sees the same losses, so all stop together on NaN
-                values /= run.world_size
-            content, style, tv = values.tolist()
+            terms = compute_losses(run.model, run.loss_fn, images, style_index, run.num_styles, run.first_new, run.autocast)
+            content, style, tv = _reduced_terms(terms, launch)
             if not all(math.isfinite(v) for v in (content, style, tv)):
-                kept = "no checkpoint"
-                if ckpt_path.exists():
-                    kept = f"the last good checkpoint {ckpt_path} (step {_checkpoint_step(ckpt_path)})"
-                raise StylizeError(
-                    f"loss became {content + style + tv} at step {step + 1}; stopped, keeping {kept}",
-                    "lower --lr, use --precision fp32, or check the style and content images; then --resume auto",
-                    exit_code=EXIT_FAILURE,
-                )
-            apply_gradients(terms, optimizer, scaler)
+                raise _not_finite(run, content + style + tv, step + 1)
+            apply_gradients(terms, run.optimizer, run.scaler)
             step += 1
             window_steps += 1
             last_terms = {"content": content, "style": style, "tv": tv}
-
             saved = preview = None
-            if run.is_main and (step % config.checkpoint_every == 0 or step == total_steps):
-                saved = checkpoint(step)
-            if run.is_main and config.preview_every and step % config.preview_every == 0:
-                preview = save_preview(
-                    generator, held_out, num_styles, config.image_size, ckpt_path.with_name(f"{out.stem}.preview-{step:06d}.png")
-                )
+            if launch.is_main and (step % config.checkpoint_every == 0 or step == run.total_steps):
+                saved = run.save_checkpoint(step)
+            if launch.is_main and config.preview_every and step % config.preview_every == 0:
+                path = run.checkpoint.with_name(f"{run.out.stem}.preview-{step:06d}.png")
+                preview = save_preview(run.generator, run.held_out, run.num_styles, config.image_size, path)
             now = time.perf_counter()
             speed = window_steps * config.batch_size / max(now - window_start, 1e-9)
-            if step % config.log_every == 0 or step == total_steps:
+            if step % config.log_every == 0 or step == run.total_steps:
                 if log_file is not None:
                     record = {"step": step, **last_terms, "total": content + style + tv, "images_per_s": round(speed, 3)}
                     log_file.write(json.dumps({**record, "elapsed_s": round(now - started, 3)}) + "\n")
                     log_file.flush()
                 window_start, window_steps = now, 0
-            if on_step is not None and run.is_main:
-                on_step(TrainProgress(step, total_steps, content, style, tv, speed, now - started, saved, preview))
+            if on_step is not None and launch.is_main:
+                on_step(TrainProgress(step, run.total_steps, content, style, tv, speed, now - started, saved, preview))
     except KeyboardInterrupt:
-        if run.is_main:
-            saved = checkpoint(step)
+        if launch.is_main:
+            saved = run.save_checkpoint(step)
             raise StylizeError(
-                f"interrupted at step {step} of {total_steps}; checkpoint saved to {saved}",
-                "continue with the same command plus --resume auto",
-                exit_code=EXIT_INTERRUPTED,
+                f"interrupted at step {step} of {run.total_steps}; checkpoint saved to {saved}",
+                "continue with the same command plus `resume=auto`",
+                exit_code=EXIT_INTERRUPTED
             ) from None
         raise
     finally:
         if log_file is not None:
             log_file.close()
+    return step, last_terms
 
-    if run.is_main:
-        final = Generator(generator.config)
-        final.load_state_dict({k: v.detach().float().cpu().contiguous() for k, v in generator.state_dict().items()})
-        model_file = StyleModel(
-            generator=final,
-            styles=style_names,
-            provenance={"trained_with": "stylize train", "styles": list(config.style)},
-            training={**settings, "steps": step, "final_losses": last_terms},
-            precision=inference_precision(final, held_out, device),
-            default_style=style_names[0],
-        )
-        save_model(model_file, out)
-    if run.world_size > 1:
-        dist.barrier()  # the other ranks return only once the file exists
-    return out
+
+def _reduced_terms(terms: LossTerms, launch: Launch) -> tuple[float, float, float]:
+    """The step's loss terms as floats, averaged over processes (every rank sees the same, so all stop together on NaN)."""
+    values = torch.stack([terms.content, terms.style, terms.tv]).detach().float()
+    if launch.world_size > 1:
+        dist.all_reduce(values)
+        values /= launch.world_size
+    content, style, tv = values.tolist()
+    return content, style, tv
+
+
+def _not_finite(run: _Run, total: float, step: int) -> StylizeError:
+    kept = "no checkpoint"
+    if run.checkpoint.exists():
+        kept = f"the last good checkpoint {run.checkpoint} (step {_checkpoint_step(run.checkpoint)})"
+    return StylizeError(
+        f"loss became {total} at step {step}; stopped, keeping {kept}",
+        "lower `lr`, use `precision=fp32`, or check the style and content images; then `resume=auto`",
+        exit_code=EXIT_FAILURE
+    )
+
+
+def _save(run: _Run, step: int, last_terms: dict[str, float]) -> None:
+    """The model file: the trained weights, style names, provenance (names and hashes, no paths) and precision."""
+    from stylize.resources import sha256_of
+    from stylize.training_data import resolve_style
+
+    final = Generator(run.generator.config)
+    final.load_state_dict({k: v.detach().float().cpu().contiguous() for k, v in run.generator.state_dict().items()})
+    paintings = [{"name": resolve_style(spec).stem, "sha256": sha256_of(resolve_style(spec))} for spec in run.config.style]
+    model_file = StyleModel(
+        generator=final,
+        styles=run.style_names,
+        provenance={"trained_with": "stylize train", "styles": paintings},
+        training={**run.settings, "steps": step, "final_losses": last_terms},
+        precision=inference_precision(final, run.held_out, run.device),
+        default_style=run.style_names[0],
+    )
+    save_model(model_file, run.out)
 
 
 #: ``compile="auto"`` compiles only runs with at least this many steps to go (the compile costs about a minute).
 COMPILE_MIN_STEPS = 500
 
 
-def _should_compile(mode: str, steps_left: int, run: Run, device: torch.device) -> bool:
+def _should_compile(mode: str, steps_left: int, launch: Launch, device: torch.device) -> bool:
     """``auto``: single-process CUDA runs of :data:`COMPILE_MIN_STEPS` steps or more. Not on the CPU: there the eager
     step (channels-last norms and pads, see network.py) measured faster than the compiled one, 1.13 against 1.34 s
     (Johnson, batch 4, 256 px, 2-core AMD CPU: scripts/bench_train.py --compile). On CUDA the step is launch-bound
@@ -430,7 +483,7 @@ def _should_compile(mode: str, steps_left: int, run: Run, device: torch.device) 
         return False
     if mode == "always":
         return True
-    return device.type == "cuda" and steps_left >= COMPILE_MIN_STEPS and run.world_size == 1
+    return device.type == "cuda" and steps_left >= COMPILE_MIN_STEPS and launch.world_size == 1
 
 
 def inference_precision(generator: Generator, photos: list[Path], device: torch.device) -> dict[str, str]:
@@ -438,7 +491,7 @@ def inference_precision(generator: Generator, photos: list[Path], device: torch.
     held-out photos (at most 512 px), measured now because whether bf16/fp16 is safe depends on the trained weights."""
     from PIL import Image
 
-    from stylize.imaging import image_to_tensor
+    from stylize.decoding import pixels_of, to_float
     from stylize.precision import candidate_precisions, choose_precision
 
     if not candidate_precisions(device):
@@ -452,7 +505,7 @@ def inference_precision(generator: Generator, photos: list[Path], device: torch.
         except OSError:
             continue
         if min(image.size) >= 32:  # a sliver says nothing about rounding error, and under 8 px the network refuses it
-            images.append(image_to_tensor(image))
+            images.append(to_float(pixels_of(image)))
     if not images:
         return {}
     try:
@@ -485,19 +538,6 @@ def _limit_worker_threads(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _remove_stale_temporaries(out: Path, ckpt_path: Path) -> None:
-    """Delete the temporary files a killed run of this model left: a half-written checkpoint or model file.
-
-    Only names derived from ``out`` are touched (see :func:`stylize.checkpoint.save_checkpoint` and
-    :func:`stylize.imaging.write_atomic`), so other files in the folder are safe.
-    """
-    from stylize.imaging import remove_stale_temporaries_of
-
-    remove_stale_temporaries_of(out)
-    for path in out.parent.glob(f".{glob.escape(ckpt_path.name)}.*.tmp"):
-        path.unlink(missing_ok=True)
-
-
 def _resume_path(resume: str | None, ckpt_path: Path) -> Path | None:
     if resume is None:
         return None
@@ -526,7 +566,7 @@ def _restore(
     if state["styles"] != style_names or GeneratorConfig.from_dict(state["generator_config"]) != generator.config:
         raise StylizeError(
             f"{path.name} belongs to another run (styles {', '.join(state['styles'])}, other network)",
-            "resume with the same --style, --arch and --from, or start afresh without --resume",
+            "resume with the same `style`, `arch` and `from_model`, or start afresh without `resume`",
         )
     saved: dict[str, Any] = json.loads(state["train_config"])
     changed = [key for key in ("seed", "batch_size", "image_size") if saved.get(key) != getattr(config, key)]

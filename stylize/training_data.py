@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from stylize.decoding import pixels_of, to_float
 from stylize.errors import StylizeError
 from stylize.resources import BUNDLED_PHOTOS_DIR, BUNDLED_STYLES_DIR
 
@@ -29,12 +30,6 @@ _IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image
 
 def bundled_style_names() -> list[str]:
     return sorted(path.stem for path in BUNDLED_STYLES_DIR.glob("*.jpg"))
-
-
-def image_to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB image -> ``(3, H, W)`` float32 in ``[0, 1]``."""
-    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return data.view(image.height, image.width, 3).permute(2, 0, 1).float().div(255.0)
 
 
 def resolve_style(spec: str) -> Path:
@@ -68,7 +63,7 @@ def load_style_image(spec: str, style_size: int) -> tuple[str, torch.Tensor]:
         image = image.resize(size, Image.Resampling.LANCZOS)
     if min(image.size) < 16:
         raise StylizeError(f"style image {path.name} is too small ({image.width}x{image.height})", "use a larger image")
-    return path.stem, image_to_tensor(image).unsqueeze(0)
+    return path.stem, to_float(pixels_of(image)).unsqueeze(0)
 
 
 def find_photos(folder: str | Path | None) -> tuple[list[Path], int]:
@@ -79,7 +74,7 @@ def find_photos(folder: str | Path | None) -> tuple[list[Path], int]:
     """
     root = BUNDLED_PHOTOS_DIR if folder is None else Path(folder).expanduser()
     if not root.is_dir():
-        raise StylizeError(f"content folder not found: {root}", "pass --content-dir with a folder of photos")
+        raise StylizeError(f"content folder not found: {root}", "pass `content_dir` with a folder of photos")
     candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     photos: list[Path] = []
     for path in candidates:
@@ -119,7 +114,7 @@ def load_crop(path: Path, size: int, rng: random.Random | None) -> torch.Tensor:
     image = image.crop((left, top, left + size, top + size))
     if rng is not None and rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image_to_tensor(image)
+    return to_float(pixels_of(image))
 
 
 class ContentStream(torch.utils.data.Dataset):
@@ -169,7 +164,7 @@ class ContentStream(torch.utils.data.Dataset):
                 return load_crop(path, self.image_size, rng), self.style_offset + index % self.num_styles
             except _IMAGE_ERRORS as exc:
                 log.warning("skipping unreadable photo %s: %s", path, exc)
-        raise StylizeError("none of the content photos can be decoded", "check the files in --content-dir")
+        raise StylizeError("none of the content photos can be decoded", "check the files in `content_dir`")
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         first = step * self.batch_size + self.rank * self.local_batch

@@ -13,7 +13,6 @@ needs only ``relu2_2`` pays for four convolutions, not ten.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylize.errors import StylizeError
-from stylize.resources import bundled_folder
+from stylize.resources import bundled_folder, verify_file
 
 InputConvention = Literal["caffe", "torchvision"]
 
@@ -45,8 +44,6 @@ _POOL_AFTER = ("conv1_2", "conv2_2", "conv3_3")
 LAYER_NAMES: tuple[str, ...] = tuple(name for conv in VGG16_CONVS for name in (conv, "relu" + conv.removeprefix("conv")))
 
 BUNDLED_FILE = "vgg16_conv1_1-conv4_3.fp16.safetensors"
-#: SHA-256 of the bundled weights file, as printed by scripts/extract_vgg16.py; checked before every use.
-BUNDLED_SHA256 = "59f618ba7f52201ff1c85a884d2e0f11e5ccc35824dd7285eb497a0ea35e7948"
 
 # Caffe mean in BGR order, on the 0-255 scale.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -112,14 +109,6 @@ class VGG16Features(nn.Module):
         return outputs
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def bundled_weights_path() -> Path:
     return bundled_folder("weights") / BUNDLED_FILE
 
@@ -133,31 +122,26 @@ def load_vgg16(loss_net: str = "bundled", weights_file: str | os.PathLike[str] |
     """
     if loss_net == "torchvision":
         if weights_file is not None:
-            raise StylizeError("--vgg-weights and --loss-net torchvision exclude each other", "pass only one of them")
+            raise StylizeError("`vgg_weights` and `loss_net=torchvision` exclude each other", "pass only one of them")
         return _load_torchvision()
     if loss_net != "bundled":
-        raise StylizeError(f"unknown loss network {loss_net!r}", "use --loss-net bundled or --loss-net torchvision")
+        raise StylizeError(f"unknown loss network {loss_net!r}", "use `loss_net=bundled` or `loss_net=torchvision`")
     if weights_file is not None:
-        return _load_safetensors(Path(weights_file), expected_sha256=None)
-    return _load_safetensors(bundled_weights_path(), expected_sha256=BUNDLED_SHA256)
+        return _load_safetensors(Path(weights_file))
+    return _load_safetensors(bundled_weights_path(), bundled=True)
 
 
-def _load_safetensors(path: Path, expected_sha256: str | None) -> VGG16Features:
+def _load_safetensors(path: Path, bundled: bool = False) -> VGG16Features:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise StylizeError(
             f"VGG16 weights not found: {path}",
-            "reinstall stylize, or recreate them with scripts/extract_vgg16.py, or pass --vgg-weights FILE",
+            "reinstall stylize, or recreate them with scripts/extract_vgg16.py, or pass `vgg_weights=FILE`",
         )
-    if expected_sha256 is not None:
-        actual = sha256_of(path)
-        if actual != expected_sha256:
-            raise StylizeError(
-                f"VGG16 weights {path.name} are damaged: SHA-256 expected {expected_sha256[:16]}..., got {actual[:16]}...",
-                "reinstall stylize or recreate them with scripts/extract_vgg16.py",
-            )
+    if bundled:  # the SHA-256 recorded in stylize.resources, checked before every use
+        verify_file(path, f"weights/{BUNDLED_FILE}")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -185,7 +169,7 @@ def _load_torchvision() -> VGG16Features:
     except (OSError, RuntimeError) as exc:
         raise StylizeError(
             f"could not get torchvision's VGG16 weights: {exc}",
-            "it needs the internet once; or use the bundled loss network (drop --loss-net torchvision)",
+            "it needs the internet once; or use the bundled loss network (`loss_net=bundled`)",
         ) from None
     # torchvision's Sequential holds convs, ReLUs and pools; the first ten convs are conv1_1 ... conv4_3 in order.
     source_convs = [module for module in features if isinstance(module, nn.Conv2d)][: len(VGG16_CONVS)]

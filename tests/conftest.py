@@ -19,8 +19,35 @@ def _deterministic() -> None:
     torch.manual_seed(0)
 
 
+def invoke(*args: str, cwd: Path | None = None, input: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI's ``main`` in this process (Typer's CliRunner isolation); returns what a subprocess run would."""
+    from typer.testing import CliRunner
+
+    from stylize.cli import main
+
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)
+    os.environ.pop("STYLIZE_DEBUG", None)
+    os.environ.update(env or {})
+    runner = CliRunner()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with runner.isolation(input=input) as (stdout, stderr, *_):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            out, err = stdout.getvalue(), stderr.getvalue()
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["stylize", *args], code, out, err)
+
+
 def run_cli(*args: str, cwd: Path | None = None, input: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
+    """Run the real CLI in a subprocess, as a user would (for what only a process shows: exit, signals, stdio)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     full_env.pop("STYLIZE_DEBUG", None)
     return subprocess.run(

@@ -1,8 +1,8 @@
 """The command line: a thin Typer layer over :mod:`stylize.api` and :mod:`stylize.training`.
 
-This package is the only place that prints or exits. Every command module registers its commands on ``app``;
-:func:`main` turns a :class:`~stylize.errors.StylizeError` into a one-line ``error: ...`` and its exit code, and
-shows a traceback only with ``--debug`` (or ``STYLIZE_DEBUG=1``).
+This package is the only place that prints or exits. :func:`main` turns a :class:`~stylize.errors.StylizeError` into
+a one-line ``error: ...`` (its API parameter names shown as this CLI's flags) and its exit code, and shows a traceback
+only with ``stylize --debug ...`` (or ``STYLIZE_DEBUG=1``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ try:  # typer >= 0.22 vendors click as typer._click; older releases use click it
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
-from stylize.errors import EXIT_BAD_INPUT, EXIT_FAILURE, StylizeError
+from stylize import __version__
+from stylize.cli import apply, export, info, train
+from stylize.errors import EXIT_BAD_INPUT, EXIT_FAILURE, StylizeError, as_flags
 
 app = typer.Typer(
     name="stylize",
@@ -30,22 +32,26 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_debug = {"on": os.environ.get("STYLIZE_DEBUG") == "1"}
 
 
-def _register_commands() -> None:
-    import importlib
-
-    for module in ("apply", "info", "train", "export"):
-        try:
-            commands = importlib.import_module(f"stylize.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"stylize.cli.{module}":
-                raise
-            continue
-        commands.register(app)
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"stylize {__version__}")
+        raise typer.Exit()
 
 
-_register_commands()
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (also STYLIZE_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    if debug:
+        _debug["on"] = True
+
+
+for _module in (apply, info, train, export):
+    _module.register(app)
 
 
 def report_error(message: str) -> None:
@@ -56,22 +62,21 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``stylize`` console script and of ``python -m stylize``."""
     from stylize.runtime import prepare_process
 
+    _debug["on"] = os.environ.get("STYLIZE_DEBUG") == "1"
     prepare_process()  # before torch is imported: keep freed memory, bounded OpenMP spin-waiting (stylize/runtime.py)
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("STYLIZE_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
     try:
         code = app(args=args, prog_name="stylize", standalone_mode=False)
     except StylizeError as exc:
-        if debug:
+        if _debug["on"]:
             raise
-        report_error(exc.one_line())
+        report_error(as_flags(exc.marked_line()))
         sys.exit(exc.exit_code)
     except click_exceptions.NoArgsIsHelpError:
         app(args=["--help"], prog_name="stylize", standalone_mode=False)
         sys.exit(0)
     except click_exceptions.UsageError as exc:
-        if debug:
+        if _debug["on"]:
             raise
         command = exc.ctx.command_path if exc.ctx else "stylize"
         report_error(f"{exc.format_message()} (see '{command} --help')")
@@ -79,13 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):  # typer.Abort is click's Abort; the vendored click has no other
         report_error("interrupted")
         sys.exit(130)
+    except click_exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except click_exceptions.ClickException as exc:
         report_error(exc.format_message())
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users without --debug
-        if debug:
+        if _debug["on"]:
             raise
-        report_error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback and report it)")
+        report_error(f"unexpected {type(exc).__name__}: {exc} (run again as 'stylize --debug ...' for the traceback and report it)")
         sys.exit(EXIT_FAILURE)
     if isinstance(code, int) and code:
         sys.exit(code)
@@ -105,11 +112,10 @@ def run() -> None:
 def exit_process(code: int | str | None) -> None:
     """Leave the process the way ``sys.exit(code)`` would, but without tearing the interpreter down.
 
-    Unloading torch's modules and C++ state took 0.6-0.7 s after every command on a 2-core CPU (measured after an
-    80-photo folder run: 0.74 s from the last output to the process's end, 0.13 s this way), about 4% of that run.
-    Everything registered to run at exit still runs (``atexit`` handlers and ``weakref.finalize``, which remove
-    temporary folders) and the standard streams are flushed; what is skipped is freeing memory that the OS reclaims
-    anyway. Files the commands write are closed and synced before they return. Only for the process's own entry
+    Unloading torch's modules and C++ state took 0.6-0.7 s after every command on a 2-core CPU (0.74 s from the last
+    output of an 80-photo folder run to the process's end, 0.13 s this way). Everything registered to run at exit
+    still runs (``atexit`` handlers and ``weakref.finalize``, which remove temporary folders) and the standard streams
+    are flushed; what is skipped is freeing memory that the OS reclaims anyway. Only for the process's own entry
     points: a program that calls :func:`main` keeps its interpreter.
     """
     if code is None:

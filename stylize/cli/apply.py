@@ -1,4 +1,4 @@
-"""``stylize apply`` and ``stylize convert``."""
+"""``stylize apply`` (one photo, stdin/stdout, or a folder) and ``stylize convert``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import typer
 
-from stylize.config import ImageConfig
+from stylize.config import ApplyOptions, FolderOptions
+
+_APPLY = ApplyOptions()
+_FOLDER = FolderOptions()
 
 
 def register(app: typer.Typer) -> None:
@@ -22,35 +25,38 @@ def apply(
     model: str = typer.Option(None, "--model", "-m", help="Model name or file (default: the bundled multistyle26)."),
     style: str = typer.Option(None, "--style", "-s", help="Style name or index (default: the model's default style)."),
     mix: str = typer.Option(None, "--mix", help="Blend of styles, e.g. 3:0.5,12:0.5 (weights are normalised to sum 1)."),
-    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, help="0 keeps the photo, 1 the full style."),
+    strength: float = typer.Option(_APPLY.strength, "--strength", min=0.0, max=1.0, help="0 keeps the photo, 1 the full style."),
     preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the photo's colours, take the stylized luminance."),
     max_size: int = typer.Option(None, "--max-size", min=16, help="Downscale so the long side is at most this many pixels."),
-    max_pixels: int = typer.Option(ImageConfig.max_pixels, "--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."),
+    max_pixels: int = typer.Option(_APPLY.max_pixels, "--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
     compile: str = typer.Option("auto", "--compile", help="auto (torch.compile a size once it repays; CUDA graphs on CUDA), always or never."),
-    quality: int = typer.Option(ImageConfig.quality, "--quality", min=1, max=100, help="JPEG/WebP quality."),
+    quality: int = typer.Option(_APPLY.quality, "--quality", min=1, max=100, help="JPEG/WebP quality."),
     fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp; folders: same); default: OUT's extension."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the result."),
-    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Folders: include subfolders (the tree is mirrored under OUTDIR)."),
+    recursive: bool = typer.Option(_FOLDER.recursive, "--recursive/--no-recursive", help="Folders: include subfolders (mirrored under OUTDIR)."),
     ext: str = typer.Option(None, "--ext", help="Folders: extensions to convert, e.g. jpg,png (default: jpg,jpeg,png,webp,tif,tiff,bmp)."),
-    suffix: str = typer.Option("", "--suffix", help="Folders: text appended to each output's stem, e.g. _styled."),
+    suffix: str = typer.Option(_FOLDER.suffix, "--suffix", help="Folders: text appended to each output's stem, e.g. _styled."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Folders: images of equal size run together (default 4 on CPU, 8 on CUDA)."),
     workers: int = typer.Option(None, "--workers", min=0, help="Folders: decoding processes (default: half the CPUs; 0 decodes in-process)."),
     report: str = typer.Option(None, "--report", help="Folders: write a JSON report (one record per file) to this file."),
-    tile: str = typer.Option("auto", "--tile", help="auto (stream in tiles only when memory is short), off, or a tile side in pixels."),
+    tile: str = typer.Option(str(_APPLY.tile), "--tile", help="auto (stream in tiles only when memory is short), off, or a tile side in pixels."),
     memory_limit: str = typer.Option(None, "--memory-limit", help="Memory budget, e.g. 2GB or 512MiB (default: share of free memory)."),
 ) -> int | None:
     """Stylize one photo (stylize apply IN OUT) or a folder of photos (stylize apply DIR OUTDIR)."""
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
-    from stylize.imaging import display_path
+    from stylize.files import display_path
 
+    common = {
+        "style": style, "mix": mix, "strength": strength, "preserve_color": preserve_color, "max_size": max_size,
+        "max_pixels": max_pixels, "quality": quality, "overwrite": overwrite, "tile": tile, "memory_limit": memory_limit,
+    }  # fmt: skip
     if source != STDIO and os.path.isdir(source):
-        from stylize.batch import BatchOptions, parse_extensions
         from stylize.cli.folder import apply_folder
-        from stylize.imaging import OUTPUT_EXTENSIONS
+        from stylize.encoding import OUTPUT_EXTENSIONS
 
         hint = "folder conversion needs an output folder: stylize apply DIR OUTDIR"
         if target == STDIO:
@@ -59,36 +65,19 @@ def apply(
         # than create a folder called out.png.
         if Path(target).suffix.lower() in OUTPUT_EXTENSIONS and not os.path.isdir(target):
             raise StylizeError(f"{display_path(source)} is a folder, but OUT {display_path(target)} names an image file", hint)
-        options = BatchOptions(
-            style=style, mix=mix, strength=strength, preserve_color=preserve_color, max_size=max_size, max_pixels=max_pixels,
-            quality=quality, fmt=(fmt or "same").lower().lstrip("."), suffix=suffix, recursive=recursive,
-            extensions=parse_extensions(ext), batch_size=batch_size, workers=workers, overwrite=overwrite,
-            tile=tile, memory_limit=memory_limit,
+        options = FolderOptions(
+            **common, format=fmt or "same", suffix=suffix, recursive=recursive, extensions=ext or _FOLDER.extensions,
+            batch_size=batch_size, workers=workers,
         )  # fmt: skip
-        return apply_folder(
-            source, target, model=model, device=device, precision=precision, options=options, report=report, as_json=as_json,
-            compile=compile,
-        )
+        return apply_folder(source, target, model=model, device=device, precision=precision, compile=compile, options=options,
+                            report=report, as_json=as_json)  # fmt: skip
     folder_only = {"--ext": ext, "--suffix": suffix, "--batch-size": batch_size, "--workers": workers, "--report": report}
     given = [name for name, value in folder_only.items() if value]
     if given:
         raise StylizeError(f"{', '.join(given)} only apply to folders", "stylize apply DIR OUTDIR ... converts a folder")
+    options = ApplyOptions(**common, format=fmt)
     stylizer = Stylizer.load(model, device=device, precision=precision, compile=compile)
-    result = stylizer.apply_file(
-        source,
-        target,
-        style=style,
-        mix=mix,
-        strength=strength,
-        preserve_color=preserve_color,
-        max_size=max_size,
-        max_pixels=max_pixels,
-        fmt=fmt,
-        quality=quality,
-        overwrite=overwrite,
-        tile=tile,
-        memory_limit=memory_limit,
-    )
+    result = stylizer.apply_file(source, target, options)
     # With OUT on stdout, the report goes to stderr so that it cannot corrupt the image bytes.
     to_stderr = target == STDIO
     if result.frames > 1:
@@ -102,6 +91,7 @@ def apply(
             f"{result.device} {result.precision}, {result.seconds:.2f} s)",
             err=to_stderr,
         )
+    return None
 
 
 def convert(
@@ -111,7 +101,7 @@ def convert(
 ) -> None:
     """Convert a loadable model file to stylize's safetensors format (with provenance)."""
     from stylize.errors import StylizeError
-    from stylize.imaging import check_output, display_path, same_file
+    from stylize.files import check_output, display_path, same_file
     from stylize.modelfile import load_model, save_model
 
     if target.suffix.lower() != ".safetensors":

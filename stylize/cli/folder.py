@@ -1,4 +1,5 @@
-"""The folder form of ``stylize apply DIR OUTDIR``: progress display and summary around :mod:`stylize.batch`."""
+"""The folder form of ``stylize apply DIR OUTDIR``: a Rich progress display and summary around
+:meth:`stylize.api.Stylizer.apply_folder`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from stylize.batch import BatchOptions, BatchSummary, FileRecord, distributed_context, rank_device, run_batch
+from stylize.config import FolderOptions
+from stylize.distributed import Launch
+from stylize.folder_run import FileRecord, FolderSummary
 
 
 class _RateColumn(ProgressColumn):
@@ -25,20 +28,19 @@ class _RateColumn(ProgressColumn):
 
 
 def apply_folder(
-    source: str, target: str, *, model: str | None, device: str, precision: str, options: BatchOptions, report: str | None, as_json: bool,
-    compile: str = "auto",
-) -> int:
-    """Run the batch with a progress display; print the summary; return the exit code (1 when any file failed)."""
+    source: str, target: str, *, model: str | None, device: str, precision: str, compile: str, options: FolderOptions,
+    report: str | None, as_json: bool,
+) -> int:  # fmt: skip
+    """Run the folder with a progress display; print the summary; return the exit code (1 when any file failed)."""
     from stylize.api import Stylizer
 
-    rank, world, _ = distributed_context()
-    stylizer = Stylizer.load(model, device=rank_device(device), precision=precision, compile=compile)
+    launch = Launch.from_env()
+    stylizer = Stylizer.load(model, device=device, precision=precision, compile=compile, local_rank=launch.local_rank)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    show = rank == 0  # under torchrun only rank 0 talks; the others work quietly
+    show = launch.is_main  # under torchrun only rank 0 talks; the others work quietly
     if show and err.is_terminal:
-        with Progress(
-            TextColumn("stylize"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn(), console=err
-        ) as progress:
+        columns = (TextColumn("stylize"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err) as progress:
             task = progress.add_task("files", total=None)
 
             def on_progress(total: int, record: FileRecord | None) -> None:
@@ -46,7 +48,7 @@ def apply_folder(
                 if record is not None and record.status == "failed":
                     progress.console.print(f"[red]failed[/red] {record.input}: {record.reason}", markup=True, highlight=False)
 
-            summary = run_batch(stylizer, source, target, options, on_progress, report)
+            summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report)
     else:
         count = [0]
 
@@ -58,16 +60,16 @@ def apply_folder(
             line += f" -> {record.output} ({record.seconds:.2f} s)" if record.status == "done" else f": {record.reason}"
             print(line, file=sys.stderr, flush=True)
 
-        summary = run_batch(stylizer, source, target, options, on_progress, report)
+        summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report)
     if show:
         if as_json:
             typer.echo(json.dumps(summary.to_dict()))
         else:
-            _print_summary(summary, world)
+            _print_summary(summary, launch.world_size)
     return summary.exit_code
 
 
-def _print_summary(summary: BatchSummary, world: int) -> None:
+def _print_summary(summary: FolderSummary, world: int) -> None:
     out = Console(highlight=False, soft_wrap=True)
     table = Table(title="stylize apply" + (f" ({world} processes)" if world > 1 else ""))
     for name in ("done", "skipped", "failed", "seconds", "images/s"):

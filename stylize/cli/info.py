@@ -58,7 +58,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON obje
 
     from stylize import __version__
     from stylize.catalog import search_folders
-    from stylize.engine import cpu_has_fast_bf16
+    from stylize.devices import cpu_has_fast_bf16
 
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None)

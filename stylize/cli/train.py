@@ -1,110 +1,131 @@
-"""``stylize train``: flags -> :class:`TrainConfig` -> :func:`stylize.training.train`, with a Rich progress bar.
+"""``stylize train``: flags generated from :class:`TrainConfig` and :class:`LossConfig`, a Rich progress bar.
 
-Flags are the config's field names in kebab case (``--style-weight`` is ``LossConfig.style_weight``); defaults come
-from the config dataclasses. Errors are raised as StylizeError for the app's ``main()`` to report.
+Every config field is a flag of the same name in kebab case (``--style-weight`` is ``LossConfig.style_weight``), its
+default the field's default and its help the comment above the field in ``stylize/config.py``: a new field is a new
+flag, with nothing to copy here. Tuple fields other than ``--style`` (which repeats) take comma-separated values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
+import re
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from stylize.config import ARCHITECTURES, LossConfig, TrainConfig
+from stylize.config import LossConfig, TrainConfig
 from stylize.errors import StylizeError
 
-_TRAIN = TrainConfig()
-_LOSS = LossConfig()
+#: Flag names that differ from the field name in kebab case (and short forms).
+_FLAGS = {"from_model": ("--from", "--from-model"), "style": ("--style", "-s"), "out": ("--out", "-o")}
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to ``app``."""
     app.command(
-        "train",
-        help="Train a style network: one or several --style images become one model file.",
-        no_args_is_help=True,
-    )(train_command)
+        "train", help="Train a style network: one or several --style images become one model file.", no_args_is_help=True
+    )(_command())
 
 
-def train_command(
-    style: list[str] = typer.Option(
-        [],
-        "--style",
-        "-s",
-        help="Style image, or a bundled painting (starry_night, the_scream, wave, composition_vii). "
-        "Repeat it, or list several after it, to train one network with N styles.",
-    ),
-    more_styles: list[str] | None = typer.Argument(None, hidden=True, metavar=""),
-    content_dir: Path | None = typer.Option(
-        None, help="Folder of training photos, searched recursively (default: 6 bundled photos)."
-    ),  # noqa: E501
-    out: Path | None = typer.Option(None, "--out", "-o", help="Model file to write (default: <style>.safetensors)."),
-    iterations: int = typer.Option(_TRAIN.iterations, help="Optimiser steps."),
-    epochs: float | None = typer.Option(None, help="Passes over the photos instead of --iterations."),
-    batch_size: int = typer.Option(_TRAIN.batch_size, help="Images per step, over all processes."),
-    image_size: int = typer.Option(_TRAIN.image_size, help="Side of the square training crops."),
-    style_size: int = typer.Option(_LOSS.style_size, help="Long side the style image is scaled to (0: as is)."),
-    lr: float = typer.Option(_TRAIN.lr, help="Adam learning rate."),
-    content_weight: float = typer.Option(_LOSS.content_weight, help="Weight of the content (relu2_2 feature) loss."),
-    style_weight: float = typer.Option(_LOSS.style_weight, help="Weight of the style (Gram) loss."),
-    tv_weight: float = typer.Option(_LOSS.tv_weight, help="Weight of the total-variation smoothing."),
-    arch: str = typer.Option(_TRAIN.arch, help=f"Generator size: {', '.join(ARCHITECTURES)}."),
-    from_model: Path | None = typer.Option(
-        None, "--from", "--from-model", help="Add the styles to this model, training only their norm parameters."
-    ),
-    seed: int = typer.Option(_TRAIN.seed, help="Seed of weights, photo order and crops."),
-    device: str = typer.Option(_TRAIN.device, help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option(_TRAIN.precision, help="auto, fp32, bf16 or fp16 (autocast)."),
-    workers: int = typer.Option(_TRAIN.workers, help="Photo-decoding worker processes."),
-    compile: str = typer.Option(_TRAIN.compile, help="torch.compile the step: auto (runs of 500+ steps), always or never."),
-    checkpoint_every: int = typer.Option(_TRAIN.checkpoint_every, help="Steps between checkpoints."),
-    resume: str | None = typer.Option(None, help="'auto' (the checkpoint next to --out) or a checkpoint file."),
-    preview_every: int = typer.Option(_TRAIN.preview_every, help="Steps between preview PNGs (0: none)."),
-    log: Path | None = typer.Option(None, help="JSON-lines log file, one line per logging step."),
-    log_every: int = typer.Option(_TRAIN.log_every, help="Steps between log lines."),
-    loss_net: str = typer.Option(_TRAIN.loss_net, help="bundled (shipped VGG16) or torchvision (downloads once)."),
-    vgg_weights: Path | None = typer.Option(None, help="VGG16 conv1_1-conv4_3 safetensors to use instead."),
-) -> None:
-    from stylize.training import train  # torch is imported only when the command runs
-
-    styles = [*style, *(more_styles or [])]
-    if not styles:
-        raise StylizeError("no style image given", "pass --style IMAGE (or a bundled name such as starry_night)")
-    config = TrainConfig(
-        style=tuple(styles),
-        content_dir=_text(content_dir),
-        out=_text(out),
-        iterations=iterations,
-        epochs=epochs,
-        batch_size=batch_size,
-        image_size=image_size,
-        lr=lr,
-        arch=arch,
-        from_model=_text(from_model),
-        seed=seed,
-        device=device,
-        precision=precision,  # type: ignore[arg-type]  # checked by training.check_config
-        workers=workers,
-        compile=compile,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        preview_every=preview_every,
-        log=_text(log),
-        log_every=log_every,
-        loss_net=loss_net,
-        vgg_weights=_text(vgg_weights),
-        loss=dataclasses.replace(
-            _LOSS, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, style_size=style_size
-        ),
-    )
-    path = _run_with_progress(config, train)
-    typer.echo(f"saved {path}")
+def field_help(cls: type) -> dict[str, str]:
+    """The comment lines right above each field of the dataclass ``cls``, joined: its documentation."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (a frozen build): flags without help
+        return {}
+    helps: dict[str, str] = {}
+    pending: list[str] = []
+    for line in source.splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            pending.append(text.lstrip("#").strip())
+            continue
+        match = re.match(r"(\w+)\s*:", text)
+        if match and pending:
+            helps[match.group(1)] = " ".join(pending)
+        pending = []
+    return helps
 
 
-def _text(path: Path | None) -> str | None:
-    return None if path is None else str(path)
+def _command():
+    """A function whose signature Typer reads: one keyword parameter per config field."""
+    parameters = [_parameter(TrainConfig, item) for item in dataclasses.fields(TrainConfig) if item.name != "loss"]
+    parameters += [_parameter(LossConfig, item) for item in dataclasses.fields(LossConfig)]
+
+    def train_command(**values: Any) -> None:
+        from stylize.training import train  # torch is imported only when the command runs
+
+        if not values["style"]:
+            raise StylizeError("no style image given", "pass --style IMAGE (or a bundled name such as starry_night)")
+        config = TrainConfig(
+            **{name: _value(TrainConfig, name, values[name]) for name in values if name in _names(TrainConfig) and name != "loss"},
+            loss=LossConfig(**{name: _value(LossConfig, name, values[name]) for name in values if name in _names(LossConfig)}),
+        )
+        path = _run_with_progress(config, train)
+        typer.echo(f"saved {path}")
+
+    train_command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    train_command.__doc__ = "Train a style network: one or several --style images become one model file."
+    return train_command
+
+
+def _names(cls: type) -> set[str]:
+    return {item.name for item in dataclasses.fields(cls)}
+
+
+def _parameter(cls: type, item: dataclasses.Field) -> inspect.Parameter:
+    hint = typing.get_type_hints(cls)[item.name]
+    default = item.default if item.default is not dataclasses.MISSING else None
+    flags = _FLAGS.get(item.name, ("--" + item.name.replace("_", "-"),))
+    help_text = field_help(cls).get(item.name)
+    if item.name == "style":  # the one repeated flag
+        annotation: Any = list[str]
+        option = typer.Option([], *flags, help=help_text)
+    elif _is_tuple(hint):
+        annotation = str
+        option = typer.Option(",".join(str(v) for v in default), *flags, help=(help_text or "") + " (comma-separated)")
+    else:
+        annotation = _plain(hint)
+        if annotation is bool:
+            flags = (f"{flags[0]}/--no-{flags[0][2:]}",)
+        option = typer.Option(default, *flags, help=help_text)
+    return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def _is_tuple(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple
+
+
+def _plain(hint: Any) -> Any:
+    """``X | None`` -> ``Optional[X]``, ``Literal[...]`` -> ``str``; other hints as they are."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return typing.Optional[_plain(inner[0])]  # noqa: UP045 - Typer reads Optional
+    if typing.get_origin(hint) is typing.Literal:
+        return str
+    return hint
+
+
+def _value(cls: type, name: str, value: Any) -> Any:
+    """A flag's value as the config field wants it (comma-separated text -> tuple of the field's item type)."""
+    hint = typing.get_type_hints(cls)[name]
+    if name == "style":
+        return tuple(value)
+    if _is_tuple(hint) and isinstance(value, str):
+        kind = typing.get_args(hint)[0]
+        try:
+            return tuple(kind(part.strip()) for part in value.split(",") if part.strip())
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise StylizeError(f"{flag} needs comma-separated {kind.__name__} values, got '{value}'") from None
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _run_with_progress(config: TrainConfig, train) -> Path:
@@ -129,7 +150,6 @@ def _run_with_progress(config: TrainConfig, train) -> Path:
         transient=False,
     )
     task = progress.add_task("train", total=None, speed=0.0, content=0.0, style=0.0, tv=0.0)
-
     shown = False  # the bar starts with the first step, so that an error before training stays one line
 
     def on_step(info) -> None:
@@ -138,13 +158,7 @@ def _run_with_progress(config: TrainConfig, train) -> Path:
             progress.start()
             shown = True
         progress.update(
-            task,
-            completed=info.step,
-            total=info.total_steps,
-            speed=info.images_per_second,
-            content=info.content,
-            style=info.style,
-            tv=info.tv,
+            task, completed=info.step, total=info.total_steps, speed=info.images_per_second, content=info.content, style=info.style, tv=info.tv
         )
 
     try:

@@ -14,7 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stylize.batch import BatchOptions, DecodedFile, Job, group_batches, plan
+from stylize.config import FolderOptions
+from stylize.folder_run import DecodedFile, group_batches
+from stylize.folders import Job, plan
+from stylize.pipeline import Photo
 from stylize.errors import StylizeError
 from tests.conftest import REPO, make_photo, run_cli
 
@@ -110,9 +113,7 @@ def stylizer():
 
 
 def run_in_process(stylizer, source: Path, target: Path, **options):
-    from stylize.batch import run_batch
-
-    return run_batch(stylizer, source, target, BatchOptions(workers=0, **options))
+    return stylizer.apply_folder(source, target, workers=0, **options)
 
 
 def test_outdir_equal_to_dir_needs_distinct_names_and_ignores_previous_outputs(tmp_path, stylizer):
@@ -152,11 +153,11 @@ def test_output_escaping_through_a_symlink_is_refused(tmp_path, stylizer):
 
 def test_killed_run_leaves_no_partial_outputs_and_rerun_completes(tmp_path):
     root = tmp_path / "in"
-    names = [f"p{i}.png" for i in range(8)]
+    names = [f"p{i}.png" for i in range(40)]
     for name in names:
-        make_photo(root / name, (40, 32))
+        make_photo(root / name, (384, 320))  # about 40 ms each: the run is still going when it is killed
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "_STYLIZE_TEST_SECONDS_PER_IMAGE": "0.4"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "stylize", "apply", str(root), str(out), "--batch-size", "1", "--workers", "1"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -209,7 +210,7 @@ def test_folder_only_options_are_refused_for_one_file(tmp_path):
 
 def decoded(index: int, size: tuple[int, int]) -> DecodedFile:
     job = Job(index, Path(f"{index}.png"), Path(f"out/{index}.png"), "PNG")
-    return DecodedFile(job, pixels=torch.zeros(3, *size, dtype=torch.uint8))
+    return DecodedFile(job, Photo(torch.zeros(3, *size, dtype=torch.uint8), None, "RGB", None, None))
 
 
 def test_batches_group_equal_padded_sizes_and_large_images_go_alone():
@@ -224,48 +225,31 @@ def test_plan_refuses_dir_inside_outdir_when_an_output_would_be_an_input(tmp_pat
     make_photo(tmp_path / "photos" / "x.png")
     make_photo(tmp_path / "photos" / "photos" / "x.png")  # its output would be photos/x.png, an input
     with pytest.raises(StylizeError, match="DIR lies inside OUTDIR"):
-        plan(tmp_path / "photos", tmp_path, BatchOptions())
-    assert len(plan(tmp_path / "photos", tmp_path, BatchOptions(suffix="_s"))) == 2
+        plan(tmp_path / "photos", tmp_path, FolderOptions())
+    assert len(plan(tmp_path / "photos", tmp_path, FolderOptions(suffix="_s"))) == 2
 
 
 def test_plan_refuses_a_bad_suffix_and_format(tmp_path):
     make_photo(tmp_path / "in" / "x.png")
     with pytest.raises(StylizeError, match="separator"):
-        plan(tmp_path / "in", tmp_path / "out", BatchOptions(suffix="a/b"))
+        FolderOptions(suffix="a/b")
     with pytest.raises(StylizeError, match="format"):
-        plan(tmp_path / "in", tmp_path / "out", BatchOptions(fmt="gif"))
+        plan(tmp_path / "in", tmp_path / "out", FolderOptions(format="gif"))
 
 
 def test_a_padded_batch_gives_each_image_what_it_gives_alone(tmp_path):
+    from stylize import pipeline
     from stylize.api import Stylizer
-    from stylize.batch import _stylize
 
     stylizer = Stylizer.load(device="cpu", precision="fp32")
     weights = stylizer.style_weights("5")
     torch.manual_seed(1)
-    items = [decoded(0, (30, 37)), decoded(1, (32, 40))]
-    for item in items:
-        item.pixels = torch.randint(0, 256, item.pixels.shape, dtype=torch.uint8)
-    together = _stylize(stylizer.engine, items, weights, BatchOptions())
-    for item, result in zip(items, together, strict=True):
-        alone = stylizer.apply_tensor(item.pixels.float().div(255).unsqueeze(0), style="5")[0]
+    pixels = [torch.randint(0, 256, (3, 30, 37), dtype=torch.uint8), torch.randint(0, 256, (3, 32, 40), dtype=torch.uint8)]
+    together = pipeline.stylize(stylizer.engine, pixels, weights, FolderOptions())
+    for image, result in zip(pixels, together, strict=True):
+        alone = stylizer.apply(image.float().div(255).unsqueeze(0), style="5")[0]
         assert result.shape == alone.shape
         assert torch.allclose(result, alone, atol=1e-5)
-
-
-def test_plain_jpegs_are_deferred_to_the_gpu_decoder_and_others_are_not(tmp_path):
-    from stylize.batch import _read_plain_jpeg
-
-    plain = make_photo(tmp_path / "plain.jpg", (40, 32))
-    rotated = tmp_path / "rotated.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.open(plain).save(rotated, exif=exif)
-    job = Job(0, plain, tmp_path / "o.jpg", "JPEG")
-    deferred = _read_plain_jpeg(job, BatchOptions())
-    assert deferred is not None and deferred.jpeg.numel() == plain.stat().st_size
-    assert _read_plain_jpeg(Job(1, rotated, tmp_path / "r.jpg", "JPEG"), BatchOptions()) is None
-    assert _read_plain_jpeg(job, BatchOptions(max_size=20)) is None  # needs downscaling: Pillow does it
 
 
 def test_folder_mode_streams_in_tiles_with_the_same_result(tmp_path):
@@ -290,7 +274,7 @@ def test_helper_threads_yield_to_the_network():
     import os
     import threading
 
-    from stylize.batch import HELPER_NICENESS, yield_to_network
+    from stylize.folder_run import HELPER_NICENESS, yield_to_network
 
     if not hasattr(os, "setpriority"):
         pytest.skip("no per-thread priorities on this platform")
