@@ -201,7 +201,7 @@ def _too_many_pixels(label: str, size: tuple[int, int] | None, max_pixels: int) 
     dims = f" is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} megapixels)," if size else " has"
     return StylizeError(
         f"{label}{dims} more pixels than the limit of {max_pixels / 1e6:g} megapixels",
-        "if you trust this file, raise the limit with --max-pixels",
+        "if you trust this file, raise the limit with `max_pixels`",
         EXIT_BAD_INPUT,
     )
 

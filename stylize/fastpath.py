@@ -178,21 +178,27 @@ class PreparedGenerator:
         self.plan = generator.plan
         self.dtype = dtype
         self.rewrite = rewrite
-        self.layers: dict[int, PreparedLayer] = {}  # plan index -> prepared conv step
+        self._by_index: dict[int, PreparedLayer] = {}  # plan index -> prepared conv step
         for index, step in enumerate(self.plan):
             if isinstance(step, Conv):
                 wide = max(step.in_channels, step.out_channels) >= WIDE_CHANNELS
-                self.layers[index] = prepare_layer(step, generator, dtype, channels_last or (wide_channels_last and wide), rewrite)
-        indices = sorted(self.layers)
+                self._by_index[index] = prepare_layer(step, generator, dtype, channels_last or (wide_channels_last and wide), rewrite)
+        indices = sorted(self._by_index)
         for a, b in zip(indices, indices[1:], strict=False):
             if b == a + 1:
-                _share_phases(self.layers[a], self.layers[b], dtype)
+                _share_phases(self._by_index[a], self._by_index[b], dtype)
+        #: The prepared conv steps in plan order.
+        self.layers = [self._by_index[index] for index in indices]
         self._style_key: tuple[tuple[int, ...], bytes] | None = None
-        self._affine: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        self._affine: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
+
+    def layer(self, name: str) -> PreparedLayer:
+        """The prepared conv step called ``name`` in the plan (``"head"``, ``"residual.0.conv1"``, ``"tail"``)."""
+        return next(layer for layer in self.layers if layer.step.name == name)
 
     def to(self, device: torch.device) -> PreparedGenerator:
         """Move every tensor to ``device`` (in place; returns self)."""
-        for layer in self.layers.values():
+        for layer in self.layers:
             for name in ("weight", "bias", "gamma", "beta"):
                 value = getattr(layer, name)
                 if value is not None:
@@ -200,20 +206,21 @@ class PreparedGenerator:
         self._style_key = None
         return self
 
-    def mixed_affine(self, weights: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor] | None]:
-        """Per conv step, ``gamma`` and ``beta`` flattened to ``(B*C,)`` for ``weights`` ``(B, S)``; cached for the last vector."""
+    def mixed_affine(self, weights: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per conv step (by name), ``gamma`` and ``beta`` flattened to ``(B*C,)`` for ``weights`` ``(B, S)``; cached
+        for the last vector."""
         key = (tuple(weights.shape), weights.detach().float().cpu().numpy().tobytes())
         if key != self._style_key:
-            affine: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
-            for index, layer in self.layers.items():
+            affine: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
+            for layer in self.layers:
                 if layer.gamma is None:
-                    affine[index] = None
+                    affine[layer.step.name] = None
                     continue
                 # (B, S) @ (S, C) -> (B, C) -> (B*C,), the channel order of a (1, B*C, H, W) view. Float32 even for
                 # bf16 activations: batch_norm takes mixed types, and cuDNN wants fp32 here.
                 gamma = (weights.float() @ layer.gamma.to(weights.device)).reshape(-1)
                 beta = (weights.float() @ layer.beta.to(weights.device)).reshape(-1)
-                affine[index] = (gamma, beta)
+                affine[layer.step.name] = (gamma, beta)
             self._style_key, self._affine = key, affine
         return self._affine
 
@@ -235,17 +242,23 @@ class PreparedGenerator:
                 x = x.add_(skip)
             else:
                 defer = step.relu and feeds_only_next_conv(self.plan, index)
-                x = self._run(self.layers[index], affine[index], x, relu_pending, defer)
+                x = self.run_step(self._by_index[index], affine[step.name], x, relu_pending, defer)
                 relu_pending = defer
         x = x[:, :, :height, :width].float()
         return to_pixels(x, self.config, inplace=True)
 
     @staticmethod
-    def _run(
-        layer: PreparedLayer, affine: tuple[torch.Tensor, torch.Tensor] | None, x: torch.Tensor, relu_input: bool, defer_relu: bool
+    def run_step(
+        layer: PreparedLayer,
+        affine: tuple[torch.Tensor, torch.Tensor] | None,
+        x: torch.Tensor,
+        relu_input: bool = False,
+        defer_relu: bool = False,
     ) -> torch.Tensor:
-        """One conv step. ``relu_input``: ``x`` still needs the previous layer's ReLU; ``defer_relu``: return this
-        layer's output without its ReLU (the next call gets ``relu_input``)."""
+        """One conv step, the substitute of the reference's ``generator.layer(layer.step)``. ``affine`` is this step's
+        entry of :meth:`mixed_affine`; ``relu_input``: ``x`` still needs the previous layer's ReLU; ``defer_relu``:
+        return this layer's output without its ReLU (the next call gets ``relu_input``). A step in the phase layout
+        takes or gives the four phases instead of the full-resolution map."""
         step = layer.step
         if x.dtype != layer.weight.dtype:  # mixed precision: layers may differ in dtype
             x = x.to(layer.weight.dtype)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from stylize.engine import Engine
 from stylize.network import Generator
 
 #: Mean absolute difference from fp32 allowed, on the [0, 1] scale.
@@ -87,15 +88,17 @@ def choose_precision(
     device: torch.device | str = "cpu",
     candidates: Sequence[str] | None = None,
     repeats: int = 3,
+    timer: Callable[[Engine, torch.Tensor, torch.Tensor, int], float] | None = None,
 ) -> PrecisionChoice:
     """The fastest precision whose output is within tolerance of fp32 on every image and style.
 
     ``images`` are ``(1, 3, H, W)`` or ``(3, H, W)`` photos in ``[0, 1]`` (a few real photos around 512 px are
     enough); ``style_weights`` are the style vectors to test (default: every style of the model one-hot, up to 4
     spread over the table). Speed is the median of ``repeats`` timed forward passes on the first image through the
-    same engine that ``stylize apply`` uses (eager; compiled graphs scale alike). fp32 is the fallback.
+    same engine that ``stylize apply`` uses (eager; compiled graphs scale alike), or what ``timer(engine, images,
+    weights, repeats)`` returns. fp32 is the fallback.
     """
-    from stylize.engine import Engine
+    timer = timer or _time
 
     device = torch.device(device)
     candidates = list(candidate_precisions(device) if candidates is None else candidates)
@@ -107,7 +110,7 @@ def choose_precision(
     engines = {name: Engine(generator, device, name, compile="never") for name in ["fp32", *candidates]}
     references = [[engines["fp32"].forward(x, w) for w in weights_list] for x in batches]
     for name, engine in engines.items():
-        choice.seconds[name] = _time(engine, batches[0], weights_list[0], repeats)
+        choice.seconds[name] = timer(engine, batches[0], weights_list[0], repeats)
         if name == "fp32":
             continue
         choice.deviations[name] = [
@@ -123,7 +126,7 @@ def _spread_styles(num_styles: int, count: int = 4) -> list[torch.Tensor]:
     return [torch.nn.functional.one_hot(torch.tensor(i), num_styles).float() for i in indices]
 
 
-def _time(engine: object, images: torch.Tensor, weights: torch.Tensor, repeats: int) -> float:
+def _time(engine: Engine, images: torch.Tensor, weights: torch.Tensor, repeats: int) -> float:
     engine.forward(images, weights)  # warm-up: first-call allocations and oneDNN kernel selection
     times = []
     for _ in range(max(1, repeats)):

@@ -59,13 +59,13 @@ def keep_freed_memory() -> bool:
 GOMP_SPINCOUNT = "10000"
 
 
-def other_runnable_threads(samples: int = 5, interval: float = 0.001) -> int | None:
-    """Runnable threads on the machine besides the caller, the fewest of ``samples`` reads of ``/proc/stat``
+def other_runnable_threads(samples: int = 5, interval: float = 0.001, stat_path: str = "/proc/stat") -> int | None:
+    """Runnable threads on the machine besides the caller, the fewest of ``samples`` reads of ``stat_path``
     (transient ones, such as the shell that started us, drop out); None where the kernel does not say."""
     counts = []
     for attempt in range(samples):
         try:
-            with open("/proc/stat", "rb") as stat:
+            with open(stat_path, "rb") as stat:
                 counts += [int(line.split()[1]) - 1 for line in stat if line.startswith(b"procs_running")]
         except (OSError, ValueError, IndexError):
             return None

@@ -7,9 +7,6 @@ checks what holds for all of them: no traceback, inputs unchanged, no partial ou
 Folder runs that report some files as failed and write the rest use :class:`FilesFail`, which says per case which
 files fail and which are written. ``scripts/robustness_table.py`` prints the table in ``docs/robustness.md`` from this
 list, so the two cannot drift.
-
-A case for a command that is not merged yet gets ``needs=KEY`` (a key of :data:`PENDING`, with a :class:`Pending`
-outcome); it is skipped until the command exists.
 """
 
 from __future__ import annotations
@@ -89,27 +86,21 @@ class FilesFail:
 class Interrupt:
     """For runner "kill-9": how to interrupt the first run before the same command runs again.
 
-    The first run (with ``env`` added) is killed with SIGKILL as soon as ``when(work_folder)`` is true; then
-    ``then(work_folder)`` must hold (what the kill left: nothing partial under a final name). The ``leaves`` files are
-    written next, as a kill in the middle of a write would leave them, so that the rerun must clean them up whatever
-    the moment of the kill was. The case's outcome is checked on the second, uninterrupted run.
+    The first run is killed with SIGKILL as soon as ``when(work_folder)`` is true; then ``then(work_folder)`` must hold
+    (what the kill left: nothing partial under a final name). The ``leaves`` files are written next, as a kill in the
+    middle of a write would leave them, so that the rerun must clean them up whatever the moment of the kill was. The
+    case's outcome is checked on the second, uninterrupted run.
     """
 
     when: Callable[[Path], bool]
     then: Callable[[Path], None]
     moment: str  # when the kill comes, for the table
-    env: tuple[tuple[str, str], ...] = ()
-    leaves: tuple[tuple[str, bytes], ...] = ()  # (path, bytes) of temporaries a kill during a write leaves
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A case whose command is not merged yet: the intended outcome, in words; the test is skipped until it is written."""
-
-    intended: str
-
-    def describe(self) -> str:
-        return f"pending: {self.intended}"
+    # Seconds the first run spends on each stylized image on top of the work (the test runner slows
+    # stylize.pipeline.stylize in that process), so that a kill lands between two images; 0: full speed.
+    seconds_per_image: float = 0.0
+    # (path, bytes) of temporaries a kill during a write leaves; "{pid}" in a path is the killed process's id, as
+    # write_atomic names its temporaries (.<name>.<pid>-<8 hex digits>.stylize-tmp).
+    leaves: tuple[tuple[str, bytes], ...] = ()
 
 
 #: How a case is run. "cli": ``stylize.cli.main`` in this process (fast); "subprocess": the real console entry point;
@@ -119,10 +110,6 @@ class Pending:
 #: "kill-9": a subprocess killed with SIGKILL part-way (see :class:`Interrupt`), then the same command run again.
 RUNNERS = ("cli", "subprocess", "unprivileged", "fsize", "kill-9")
 
-#: Features some cases need that are not merged yet: the case is skipped with this reason until they exist.
-#: (Folder mode and training have landed; their cases run.)
-PENDING: dict[str, str] = {}
-
 
 @dataclass(frozen=True)
 class Case:
@@ -130,15 +117,13 @@ class Case:
     input: str  # what the input is, for the table
     build: Callable[[Path], None]  # writes the inputs into the (empty) work folder
     args: tuple[str, ...]  # the stylize command line, paths relative to the work folder
-    expect: Fails | Succeeds | FilesFail | Pending
+    expect: Fails | Succeeds | FilesFail
     runner: str = "cli"
-    needs: str | None = None  # a key of PENDING
     never: tuple[str, ...] = field(default=())  # files that must not exist afterwards (e.g. a marker a payload would create)
     interrupt: Interrupt | None = None  # runner "kill-9" only
 
     def __post_init__(self) -> None:
         assert self.runner in RUNNERS, self.runner
-        assert self.needs is None or self.needs in PENDING, self.needs
         assert (self.runner == "kill-9") == (self.interrupt is not None), f"{self.name}: kill-9 goes with an Interrupt"
 
 
@@ -548,7 +533,7 @@ CASES: list[Case] = [
                   "after the kill no partial model; the rerun converts and removes the temporary a killed write leaves"),
          runner="kill-9",
          interrupt=Interrupt(after_seconds(0.5), no_partial_model, "0.5 s after start (start-up or the write)",
-                             leaves=((".out.safetensors.deadbeef.stylize-tmp", b"half a model"),))),
+                             leaves=((".out.safetensors.{pid}-deadbeef.stylize-tmp", b"half a model"),))),
 ]
 
 
@@ -667,8 +652,7 @@ CASES += [
                   "after the kill only whole images; the rerun skips them and writes the rest", note="skipped"),
          runner="kill-9",
          interrupt=Interrupt(some_outputs_exist, killed_mid_batch, "once the first output exists",
-                             env=(("_STYLIZE_TEST_SECONDS_PER_IMAGE", "0.5"),),
-                             leaves=(("out/.p5.png.deadbeef.stylize-tmp", b"half an image"),))),
+                             seconds_per_image=0.5, leaves=(("out/.p5.png.{pid}-deadbeef.stylize-tmp", b"half an image"),))),
     Case("train-kill-9", f"`kill -9` during `train --resume auto` ({TRAIN_STEPS} tiny steps), then the same command again",
          training_inputs, (*TRAIN, "--iterations", str(TRAIN_STEPS), "--checkpoint-every", "2", "--resume", "auto"),
          Succeeds(("m.safetensors", "m.ckpt"), trained_to_the_end,
@@ -676,8 +660,8 @@ CASES += [
                   note="resumed from"),
          runner="kill-9", interrupt=Interrupt(lambda folder: (folder / "m.ckpt").exists(), killed_mid_training,
                                               "once the first checkpoint exists",
-                                              leaves=((".m.ckpt.k1ll3d.tmp", b"half a checkpoint"),
-                                                      (".m.safetensors.deadbeef.stylize-tmp", b"half a model")))),
+                                              leaves=((".m.ckpt.{pid}-0badc0de.stylize-tmp", b"half a checkpoint"),
+                                                      (".m.safetensors.{pid}-deadbeef.stylize-tmp", b"half a model")))),
     Case("train-broken-style-image", "the style image is a truncated JPEG",
          steps(training_inputs, raw("cut.jpg", lambda: encoded(picture(64, 48), "JPEG")[:400])),
          ("train", "--style", "cut.jpg", *TRAIN[3:], "--iterations", "4"), Fails(2, "cannot read style image cut.jpg")),

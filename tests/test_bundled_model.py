@@ -38,6 +38,11 @@ def test_parity_with_onnxruntime_golden_output(bundled, case):
     assert (ours * 255).round().sub((reference * 255).round()).abs().max().item() <= 1
 
 
+@pytest.mark.parametrize("relative", sorted(BUNDLED_SHA256))
+def test_every_bundled_file_matches_its_recorded_sha256(relative):
+    assert bundled_path(relative).is_file()  # bundled_path verifies the SHA-256 and raises otherwise
+
+
 def test_tampered_bundled_file_is_refused(tmp_path):
     copy = tmp_path / "multistyle26.safetensors"
     data = bytearray(bundled_path("models/multistyle26.safetensors").read_bytes())

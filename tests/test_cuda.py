@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from stylize import engine as engine_module
 from stylize.api import Stylizer
 from stylize.catalog import DEFAULT_MODEL, find_model
 from stylize.config import ARCHITECTURES, LossConfig, TrainConfig
@@ -23,10 +24,8 @@ from stylize.modelfile import load_model
 from stylize.network import Generator
 from stylize.precision import MAX_MEAN_ABS, MAX_P999, deviation
 from stylize.tiling import estimate_whole_bytes
-from stylize.tiling import forward as tiled_forward
 from stylize.training import train
-
-from .conftest import make_photo, run_cli
+from tests.conftest import invoke, make_photo, run_cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -72,12 +71,25 @@ def test_precision_auto_on_cuda_stays_within_tolerance() -> None:
     stylizer = Stylizer.load(device="cuda", precision="auto")
     reference = Stylizer.load(device="cuda", precision="fp32")
     image = photo_tensor(200, 150, seed=3)
-    error = deviation(reference.apply_tensor(image), stylizer.apply_tensor(image))
+    error = deviation(reference.apply(image), stylizer.apply(image))
     assert error.mean_abs <= MAX_MEAN_ABS and error.p999 <= MAX_P999, (stylizer.precision, error)
 
 
-def test_cuda_graphs_give_the_eager_result_for_each_new_input() -> None:
+def test_cuda_graphs_give_the_eager_result_for_each_new_input(monkeypatch: pytest.MonkeyPatch) -> None:
     """compile on CUDA replays a CUDA graph whose output buffer is reused: each call must still return its own image."""
+    real_compile, compiled, eager_fallbacks = engine_module.compile_function, [], []
+
+    def watched_compile(function, cuda_graphs=False):
+        def watched(*args):
+            if not torch.compiler.is_compiling():  # the compiled network broke and runs eagerly instead
+                eager_fallbacks.append(1)
+            return function(*args)
+
+        result = real_compile(watched, cuda_graphs=cuda_graphs)
+        compiled.append((cuda_graphs, result is not None))
+        return result
+
+    monkeypatch.setattr(engine_module, "compile_function", watched_compile)
     torch.manual_seed(0)
     generator = Generator(ARCHITECTURES["small"])
     eager = Engine(generator, torch.device("cuda"), "fp16", compile="never")
@@ -88,7 +100,7 @@ def test_cuda_graphs_give_the_eager_result_for_each_new_input() -> None:
     for image, result in zip(images, results, strict=True):
         assert (result - eager.forward(image, weights)).abs().max().item() < 2e-2
     assert (results[0] - results[1]).abs().max().item() > 1e-2
-    assert graphed._compiled is not None and not graphed._compile_failed
+    assert compiled == [(True, True)] and eager_fallbacks == []  # compiled once, with CUDA graphs, and never fell back
 
 
 def test_out_of_memory_in_the_whole_pass_falls_back_to_streaming() -> None:
@@ -97,13 +109,13 @@ def test_out_of_memory_in_the_whole_pass_falls_back_to_streaming() -> None:
     generator = Generator(ARCHITECTURES["small"])
     engine = Engine(generator, torch.device("cuda"), "fp32", compile="never")
     image, weights = photo_tensor(2048, 2048), torch.ones(1)
-    whole = tiled_forward(engine, image, weights, tile="off")
+    whole = engine.forward(image, weights, tile="off")
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(0).total_memory
     # mem_get_info still reports the whole card free, so auto plans a whole pass, which then hits the cap.
     torch.cuda.set_per_process_memory_fraction(256 * 2**20 / total)
     try:
-        streamed = tiled_forward(engine, image, weights, tile="auto")
+        streamed = engine.forward(image, weights, tile="auto")
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
@@ -116,24 +128,21 @@ def test_memory_limit_streams_large_images_on_cuda() -> None:
     stylizer = Stylizer.load(device="cuda", precision="fp16")
     image = photo_tensor(1536, 1024, seed=1)
     assert estimate_whole_bytes(stylizer.engine.generator, 1024, 1536, precision="fp16") > 100e6  # so it must stream
-    whole = stylizer.apply_tensor(image, tile="off")
-    streamed = stylizer.apply_tensor(image, memory_limit="100MB")
+    whole = stylizer.apply(image, tile="off")
+    streamed = stylizer.apply(image, memory_limit="100MB")
     assert (streamed - whole).abs().mean().item() < 1 / 255
 
 
-def test_folder_on_cuda_matches_the_cpu_and_nvjpeg_decoding_works(tmp_path: Path) -> None:
-    from torchvision.io import decode_jpeg
-
+def test_folder_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     for index, size in enumerate([(160, 120), (160, 120), (120, 160), (200, 100), (160, 120)]):
         png = make_photo(tmp_path / f"p{index}.png", size)
         photos.mkdir(exist_ok=True)
         Image.open(png).save(photos / f"p{index}.png")
         Image.open(png).save(photos / f"p{index}.jpg", quality=95)
-    runs = {"cuda": ("cuda", "0"), "cpu": ("cpu", "0"), "nvjpeg": ("cuda", "1")}
-    for name, (device, gpu_decode) in runs.items():
-        result = run_cli("apply", str(photos), str(tmp_path / name), "--device", device, "--precision", "fp32", "--json",
-                         env={"STYLIZE_GPU_DECODE": gpu_decode})  # fmt: skip
+    for device in ("cuda", "cpu"):
+        # A subprocess, as users run it: decoding workers are not forked from a test process that holds CUDA.
+        result = run_cli("apply", str(photos), str(tmp_path / device), "--device", device, "--precision", "fp32", "--json")
         assert result.returncode == 0, result.stderr.decode()
         summary = json.loads(result.stdout)
         assert summary["done"] == 10 and summary["failed"] == 0
@@ -141,27 +150,20 @@ def test_folder_on_cuda_matches_the_cpu_and_nvjpeg_decoding_works(tmp_path: Path
     def read(name: str, file: str) -> np.ndarray:
         return np.asarray(Image.open(tmp_path / name / file), dtype=np.float32)
 
-    report = []
-    for index in range(5):
-        jpeg = photos / f"p{index}.jpg"
-        pillow = np.asarray(Image.open(jpeg).convert("RGB"), dtype=np.float32)
-        nvjpeg = decode_jpeg(torch.from_numpy(np.fromfile(jpeg, dtype=np.uint8)), device="cuda").permute(1, 2, 0).cpu().numpy()
-        report.append(
-            f"p{index}: png cuda-cpu {np.abs(read('cuda', f'p{index}.png') - read('cpu', f'p{index}.png')).mean():.2f}, "
-            f"jpg cuda-cpu {np.abs(read('cuda', f'p{index}.jpg') - read('cpu', f'p{index}.jpg')).mean():.2f}, "
-            f"jpg nvjpeg-cpu {np.abs(read('nvjpeg', f'p{index}.jpg') - read('cpu', f'p{index}.jpg')).mean():.2f}, "
-            f"decoded input nvjpeg-pillow {np.abs(nvjpeg.astype(np.float32) - pillow).mean():.2f}"
-        )
+    report = [
+        f"p{index}.{ext}: cuda-cpu {np.abs(read('cuda', f'p{index}.{ext}') - read('cpu', f'p{index}.{ext}')).mean():.2f}"
+        for index in range(5)
+        for ext in ("png", "jpg")
+    ]
     print("\n".join(report))
     for index in range(5):
         for ext in ("png", "jpg"):  # same decoder (Pillow), fp32 on both devices: rounding-level differences only
             assert np.abs(read("cuda", f"p{index}.{ext}") - read("cpu", f"p{index}.{ext}")).mean() < 1.0, report
-        assert read("nvjpeg", f"p{index}.jpg").shape == read("cpu", f"p{index}.jpg").shape
 
 
 def test_single_photo_cli_on_cuda(tmp_path: Path) -> None:
     make_photo(tmp_path / "photo.png", (150, 100))
-    result = run_cli("apply", "photo.png", "out.png", "--device", "cuda", "--json", cwd=tmp_path)
+    result = invoke("apply", "photo.png", "out.png", "--device", "cuda", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()
     info = json.loads(result.stdout)
     assert info["device"].startswith("cuda") and Image.open(tmp_path / "out.png").size == (150, 100)

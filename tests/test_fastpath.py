@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+from stylize import compilation
 from stylize.config import GeneratorConfig
 from stylize.engine import Engine
 from stylize.fastpath import PreparedGenerator
@@ -53,8 +54,8 @@ def test_wide_channels_last_picks_the_layers_by_width():
     prepared = PreparedGenerator(randomized_generator(MIXED_LAYOUT), wide_channels_last=True)
     # head 3->16, down 16->32->32, residual 32->32, up1 32->8: channels-last; up2 8->4 and tail 4->3: contiguous
     assert [layer.channels_last for layer in prepared.layers] == [True] * 6 + [False, False]
-    assert prepared.head.weight.is_contiguous(memory_format=torch.channels_last)
-    assert prepared.tail.weight.is_contiguous()
+    assert prepared.layer("head").weight.is_contiguous(memory_format=torch.channels_last)
+    assert prepared.layer("tail").weight.is_contiguous()
     assert not any(layer.channels_last for layer in PreparedGenerator(randomized_generator(MIXED_LAYOUT)).layers)
 
 
@@ -75,7 +76,7 @@ def test_style_cache_is_invalidated_for_another_style_vector():
     assert prepared.mixed_affine(torch.tensor([[1.0, 0.0, 0.0]])) is first  # same vector: cached
     second = prepared.mixed_affine(torch.tensor([[0.0, 0.0, 1.0]]))
     assert second is not first
-    assert not torch.equal(first[0][0], second[0][0])
+    assert not torch.equal(first["head"][0], second["head"][0])
     with torch.no_grad():
         for weights in ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4]):
             w = torch.tensor(weights)
@@ -110,14 +111,14 @@ def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch)
 
         return run
 
-    monkeypatch.setattr(engine_module, "_compile", fake_compile)
-    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e9)
+    monkeypatch.setattr(engine_module, "compile_function", fake_compile)
+    monkeypatch.setattr(compilation, "AUTO_COMPILE_AFTER_SECONDS", 1e9)
     engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
     engine.forward(images, weights)
     engine.forward(images, weights)
     assert compiled_calls == []  # one photo, or a few, never pay for a compile
-    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(compilation, "AUTO_COMPILE_AFTER_SECONDS", 0.0)
     out = engine.forward(images, weights)
     assert len(compiled_calls) == 1
     assert (out - engine.generator(images, weights)).abs().max().item() <= 2e-5
@@ -138,8 +139,8 @@ def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch
 
         return run
 
-    monkeypatch.setattr(engine_module, "_compile", fake_compile)
-    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)  # the eager rent is always paid up
+    monkeypatch.setattr(engine_module, "compile_function", fake_compile)
+    monkeypatch.setattr(compilation, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)  # the eager rent is always paid up
     engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
     engine.forward(images, weights)  # one eager call measures what a call of this shape costs
@@ -179,13 +180,13 @@ def test_space_to_depth_conv_equals_the_plain_conv(kernel):
 def test_rewrites_are_chosen_per_layer():
     generator = randomized_generator(DUMOULIN_LIKE)
     prepared = PreparedGenerator(generator)
-    assert [layer.layout for layer in (prepared.head, prepared.down1, prepared.up1, prepared.up2, prepared.tail)] == [
+    assert [prepared.layer(name).layout for name in ("head", "down1", "up1", "up2", "tail")] == [
         "plain", "plain", "subpixel", "subpixel", "space_to_depth",
     ]  # fmt: skip
-    assert prepared.tail.weight.shape == (12, 16, 5, 5)  # 3 -> 4*3 outputs, 4 -> 4*4 inputs, 9x9 -> 5x5
+    assert prepared.layer("tail").weight.shape == (12, 16, 5, 5)  # 3 -> 4*3 outputs, 4 -> 4*4 inputs, 9x9 -> 5x5
     assert all(layer.layout == "plain" for layer in PreparedGenerator(generator, rewrite=False).layers)
     wide_head = randomized_generator(SMALL)  # an 8-channel 9x9 head stays plain: its shuffled output would cost more than it saves
-    assert PreparedGenerator(wide_head).head.layout == "plain"
+    assert PreparedGenerator(wide_head).layer("head").layout == "plain"
 
 
 @pytest.mark.parametrize("compiled_is_faster", [True, False])
@@ -203,19 +204,16 @@ def test_auto_compile_keeps_the_compiled_network_only_where_it_measured_faster(m
 
         return run
 
-    monkeypatch.setattr(engine_module, "_compile", fake_compile)
-    monkeypatch.setattr(engine_module, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)
+    monkeypatch.setattr(engine_module, "compile_function", fake_compile)
+    monkeypatch.setattr(compilation, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)
     engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
-    if compiled_is_faster:  # make the eager calls look slow instead
-        monkeypatch.setattr(engine, "_eager_seconds", {tuple(images.shape): 10.0})
-        monkeypatch.setattr(engine, "_eager_calls", {tuple(images.shape): 1})
-    else:
-        engine.forward(images, weights)  # one real eager call
-    for _ in range(engine_module.COMPILE_TRIAL_CALLS + 1):  # the compile call, then the timed trial
+    # The eager time the policy compares against, as if measured (a real first call includes kernel set-up).
+    engine.compile_policy.record(tuple(images.shape), 10.0 if compiled_is_faster else 0.001, compiled=False)
+    for _ in range(compilation.COMPILE_TRIAL_CALLS + 1):  # the compile call, then the timed trial
         engine.forward(images, weights)
     trial = len(compiled_calls)
-    assert trial == engine_module.COMPILE_TRIAL_CALLS + 1
+    assert trial == compilation.COMPILE_TRIAL_CALLS + 1
     engine.forward(images, weights)
     engine.forward(images, weights)
     assert len(compiled_calls) == (trial + 2 if compiled_is_faster else trial)
@@ -225,12 +223,12 @@ def test_the_cpu_engine_runs_the_rewritten_network_and_compiles_the_plain_one(mo
     import stylize.engine as engine_module
 
     compiled_from = []
-    monkeypatch.setattr(engine_module, "_compile", lambda function, cuda_graphs=False: compiled_from.append(function.__self__) or function)
+    monkeypatch.setattr(engine_module, "compile_function", lambda function, cuda_graphs=False: compiled_from.append(function.__self__) or function)
     engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32", compile="always")
-    assert engine.prepared.up1.layout == "subpixel"
+    assert engine.prepared.layer("up1").layout == "subpixel"
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([0.0, 1.0, 0.0])
     out = engine.forward(images, weights)
-    assert compiled_from and compiled_from[0].up1.layout == "plain"
+    assert compiled_from and compiled_from[0].layer("up1").layout == "plain"
     assert (out - engine.generator(images, weights)).abs().max().item() <= 2e-5
 
 
@@ -239,7 +237,7 @@ def test_the_cpu_engine_runs_the_rewritten_network_and_compiles_the_plain_one(mo
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("relu", [False, True])
 def test_reflect_pad_equals_pytorch(shape, pad, channels_last, relu):
-    from stylize.fastpath import reflect_pad
+    from stylize.kernels import reflect_pad
 
     x = torch.randn(shape)
     if channels_last:
@@ -258,7 +256,7 @@ def test_the_cpu_fast_path_compiles_as_one_graph():
     generator = randomized_generator(SMALL)
     prepared = PreparedGenerator(generator, torch.float32, wide_channels_last=True)
     images = torch.rand(1, 3, 24, 32)
-    affine = prepared.mixed_affine(prepared.style_weights(None, 1, images.device))
+    affine = prepared.mixed_affine(torch.eye(SMALL.num_styles)[:1])
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(prepared.core)(images, affine, 24, 32)
     assert explanation.graph_break_count == 0, [str(reason.reason)[:80] for reason in explanation.break_reasons]
@@ -270,15 +268,15 @@ def test_phase_reflect_pad_equals_unshuffled_reflect_pad(layout, relu):
     """Padding the sub-pixel phases equals building the full-resolution map, reflect-padding it and unshuffling."""
     import torch.nn.functional as F
 
-    from stylize.fastpath import _phase_order_last, phase_reflect_pad
+    from stylize.kernels import phase_reflect_pad
 
     for channels, height, width, pad in [(3, 4, 5, 2), (2, 7, 6, 1), (5, 6, 9, 3)]:
         full = torch.randn(2, channels, 2 * height, 2 * width)
         expected = F.pixel_unshuffle(F.pad(full.relu() if relu else full, (2 * pad,) * 4, mode="reflect"), 2)
         phases = F.pixel_unshuffle(full, 2)  # channel order (c, r, s)
         if layout == torch.channels_last:  # channels-last phases are stored (r, s, c)
-            phases = _phase_order_last(phases.transpose(0, 1), 0).transpose(0, 1)
-            expected = _phase_order_last(expected.transpose(0, 1), 0).transpose(0, 1)
+            phases = phase_order_last(phases)
+            expected = phase_order_last(expected)
         got = phase_reflect_pad(phases.contiguous(memory_format=layout), pad, relu=relu)
         assert got.is_contiguous(memory_format=layout)
         assert torch.equal(got, expected)
@@ -287,6 +285,58 @@ def test_phase_reflect_pad_equals_unshuffled_reflect_pad(layout, relu):
 def test_last_upsampling_and_output_conv_share_the_phase_layout():
     for config, options in [(SMALL, {}), (MIXED_LAYOUT, {"wide_channels_last": True}), (SMALL, {"channels_last": True})]:
         prepared = PreparedGenerator(randomized_generator(config), **options)
-        assert prepared.up2.phases and prepared.tail.phases
-    assert not PreparedGenerator(randomized_generator(SMALL), rewrite=False).tail.phases
-    assert not PreparedGenerator(randomized_generator(TRANSPOSED)).tail.phases
+        assert prepared.layer("up2").phases and prepared.layer("tail").phases
+    assert not PreparedGenerator(randomized_generator(SMALL), rewrite=False).layer("tail").phases
+    assert not PreparedGenerator(randomized_generator(TRANSPOSED)).layer("tail").phases
+
+
+def phase_order_last(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 4*C, H, W)`` with channels ordered ``(c, r, s)`` -> ordered ``(r, s, c)``."""
+    batch, channels4, height, width = x.shape
+    return x.reshape(batch, channels4 // 4, 4, height, width).transpose(1, 2).reshape(batch, channels4, height, width)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize(
+    "config", [SMALL, DUMOULIN_LIKE, EXAMPLES_LIKE, TRANSPOSED, MIXED_LAYOUT], ids=["small", "dumoulin", "examples", "transposed", "mixed"]
+)
+def test_every_prepared_step_equals_the_reference_step(config, layout):
+    """Each rewrite is a local substitution: every conv step of the fast path, fed the reference's input to that step,
+    gives the reference step's output (steps in the phase layout are compared through pixel_shuffle)."""
+    import torch.nn.functional as F
+
+    from stylize.topology import AddSkip, Conv, SaveSkip, pad_input
+
+    generator = randomized_generator(config)
+    prepared = PreparedGenerator(generator, **LAYOUTS[layout])
+    weights = torch.rand(2, config.num_styles).softmax(1)
+    affine = prepared.mixed_affine(weights)
+    x = pad_input(torch.rand(2, 3, 20, 28), config)
+    skip = x
+    with torch.no_grad():
+        for step in generator.plan:
+            if isinstance(step, SaveSkip):
+                skip = x
+                continue
+            if isinstance(step, AddSkip):
+                x = x + skip
+                continue
+            assert isinstance(step, Conv)
+            expected = generator.layer(step)(x, weights)
+            layer = prepared.layer(step.name)
+            source = x
+            if layer.phases and layer.layout == "space_to_depth":  # this step reads the four phases of its input
+                source = F.pixel_unshuffle(x, 2)
+                source = phase_order_last(source).contiguous(memory_format=torch.channels_last) if layer.channels_last else source
+            got = prepared.run_step(layer, affine[step.name], source.clone())
+            if layer.phases and layer.layout == "subpixel":  # this step gives the four phases of its output
+                got = F.pixel_shuffle(phase_order_last_inverse(got) if layer.channels_last else got.contiguous(), 2)
+            assert got.shape == expected.shape, step.name
+            assert (got.float() - expected).abs().max().item() <= 2e-5, step.name
+            x = expected
+
+
+def phase_order_last_inverse(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`phase_order_last`."""
+    batch, channels4, height, width = x.shape
+    return x.contiguous().reshape(batch, 4, channels4 // 4, height, width).transpose(1, 2).reshape(batch, channels4, height, width)

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from stylize.config import FolderOptions
+from stylize.errors import StylizeError
 from stylize.folder_run import DecodedFile, group_batches
 from stylize.folders import Job, plan
 from stylize.pipeline import Photo
-from stylize.errors import StylizeError
 from tests.conftest import REPO, make_photo, run_cli
 
 FAST = ("--workers", "0")  # tiny images: worker start-up would cost more than it saves

@@ -6,11 +6,8 @@ reproduces on every run; hypothesis prints the shrunk input. The functions are c
 
 from __future__ import annotations
 
-import atexit
 import io
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,8 +18,8 @@ from PIL import Image
 
 from stylize.api import Stylizer
 from stylize.config import GeneratorConfig
+from stylize.decoding import open_image
 from stylize.errors import StylizeError
-from stylize.imaging import open_image
 from stylize.modelfile import StyleModel, load_model
 from tests.robustness_corpus import TINY_CONFIG, picture, tiny_model
 
@@ -107,20 +104,23 @@ def test_mutated_image_bytes_give_a_clean_error_or_an_image(fmt: str, data: st.D
 
 # ---------------------------------------------------------------------------------------------------------------- models
 
-MODEL_FOLDER = Path(tempfile.mkdtemp(prefix="stylize-fuzz-"))
-atexit.register(shutil.rmtree, MODEL_FOLDER, ignore_errors=True)
-MODEL_BYTES = tiny_model(MODEL_FOLDER, "seed.safetensors").read_bytes()
-HEADER_END = 8 + int.from_bytes(MODEL_BYTES[:8], "little")
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Holds the unmutated tiny model (``seed.safetensors``) and each fuzzed file in turn."""
+    folder = tmp_path_factory.mktemp("fuzz-models")
+    tiny_model(folder, "seed.safetensors")
+    return folder
 
 
-def _load_and_run(blob: bytes) -> None:
+def _load_and_run(folder: Path, blob: bytes) -> None:
     """Load ``blob`` as a model file and stylize an 8x8 picture with it: StylizeError or success, nothing else."""
-    path = MODEL_FOLDER / "fuzzed.safetensors"
+    path = folder / "fuzzed.safetensors"
     path.write_bytes(blob)
     try:
         model = load_model(path)
         stylizer = Stylizer.load(path, device="cpu")
-        out = stylizer.apply_tensor(torch.rand(1, 3, 8, 8))
+        out = stylizer.apply(torch.rand(1, 3, 8, 8))
     except StylizeError as error:
         assert "\n" not in error.one_line()
         return
@@ -130,8 +130,10 @@ def _load_and_run(blob: bytes) -> None:
 
 @settings(FUZZ, max_examples=80)
 @given(data=st.data())
-def test_mutated_model_bytes_give_a_clean_error_or_a_model(data: st.DataObject) -> None:
-    _load_and_run(data.draw(mutated(MODEL_BYTES, header=HEADER_END), label="bytes"))
+def test_mutated_model_bytes_give_a_clean_error_or_a_model(model_folder: Path, data: st.DataObject) -> None:
+    seed = (model_folder / "seed.safetensors").read_bytes()
+    header_end = 8 + int.from_bytes(seed[:8], "little")
+    _load_and_run(model_folder, data.draw(mutated(seed, header=header_end), label="bytes"))
 
 
 JSON_VALUES = st.recursive(
@@ -145,7 +147,7 @@ CONFIG_FIELDS = list(TINY_CONFIG.to_dict())
 
 @settings(FUZZ, max_examples=80)
 @given(edits=st.lists(st.tuples(st.sampled_from(META_FIELDS + CONFIG_FIELDS), JSON_VALUES), min_size=1, max_size=3))
-def test_hostile_metadata_gives_a_clean_error_or_a_model(edits: list[tuple[str, object]]) -> None:
+def test_hostile_metadata_gives_a_clean_error_or_a_model(model_folder: Path, edits: list[tuple[str, object]]) -> None:
     """A well-formed file whose stylize metadata holds arbitrary JSON in its fields (what an edited file can say)."""
 
     def edit(tensors: dict, meta: dict) -> None:
@@ -154,13 +156,13 @@ def test_hostile_metadata_gives_a_clean_error_or_a_model(edits: list[tuple[str, 
             if not isinstance(meta.get("generator"), dict):
                 break
 
-    path = tiny_model(MODEL_FOLDER, "edited.safetensors", edit=lambda t, m: edit(t, m))
-    _load_and_run(path.read_bytes())
+    path = tiny_model(model_folder, "edited.safetensors", edit=lambda t, m: edit(t, m))
+    _load_and_run(model_folder, path.read_bytes())
 
 
-def test_seed_files_are_valid() -> None:
+def test_seed_files_are_valid(model_folder: Path) -> None:
     """The unmutated seeds load, so that the fuzzing starts from real files."""
     for blob in SEEDS.values():
         assert open_image(blob).size in ((16, 12), (12, 16))
-    assert load_model(MODEL_FOLDER / "seed.safetensors").config == TINY_CONFIG
+    assert load_model(model_folder / "seed.safetensors").config == TINY_CONFIG
     assert GeneratorConfig.from_dict(json.loads(json.dumps(TINY_CONFIG.to_dict()))) == TINY_CONFIG

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from stylize.imaging import _png_checksum_error, encode_image
+from stylize.decoding import open_image
+from stylize.encoding import encode_image
 from stylize.png import average_filter, encode_png
 
 
@@ -20,12 +22,29 @@ def _noisy(mode: str, width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(pixels[..., 0] if len(mode) == 1 else pixels, mode)
 
 
+def chunks(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG file, after checking its signature, every chunk's CRC and that nothing follows IEND."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    kinds, position = [], 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        body = data[position + 8 : position + 8 + length]
+        (crc,) = struct.unpack(">I", data[position + 8 + length : position + 12 + length])
+        assert len(body) == length and zlib.crc32(kind + body) == crc, kind
+        kinds.append(kind)
+        position += 12 + length
+    assert position == len(data)
+    return kinds
+
+
 @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
 @pytest.mark.parametrize("size", [(1, 1), (1, 7), (13, 1), (37, 300)])  # 300 rows: more than one filtered block
 def test_pillow_reads_back_the_same_pixels(mode, size):
     image = _noisy(mode, *size)
     data = encode_png(image)
-    assert _png_checksum_error(io.BytesIO(data), "out.png") is None  # every chunk's CRC, and IEND present
+    kinds = chunks(data)
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and set(kinds[1:-1]) == {b"IDAT"}
+    assert open_image(data).size == size  # stylize's own reader checks every CRC too
     decoded = Image.open(io.BytesIO(data))
     decoded.load()
     assert decoded.mode == mode and decoded.size == size
@@ -46,7 +65,9 @@ def test_metadata_matches_what_pillow_writes():
     exif[0x010F] = "Maker"  # Make
     exif[0x0112] = 1  # Orientation
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    ours = Image.open(io.BytesIO(encode_png(image, exif=exif.tobytes(), icc_profile=icc)))
+    data = encode_png(image, exif=exif.tobytes(), icc_profile=icc)
+    assert chunks(data) == [b"IHDR", b"iCCP", b"eXIf", b"IDAT", b"IEND"]  # metadata before the pixels, as the spec asks
+    ours = Image.open(io.BytesIO(data))
     buffer = io.BytesIO()
     image.save(buffer, "PNG", exif=exif.tobytes(), icc_profile=icc)
     pillows = Image.open(buffer)
@@ -54,12 +75,19 @@ def test_metadata_matches_what_pillow_writes():
     assert dict(ours.getexif()) == dict(pillows.getexif()) == {0x010F: "Maker", 0x0112: 1}
 
 
-def test_other_modes_are_left_to_pillow():
-    assert encode_png(Image.new("P", (4, 4))) is None
-    assert encode_png(Image.new("I;16", (4, 4))) is None
-    # encode_image still writes them (through Pillow)
-    decoded = Image.open(io.BytesIO(encode_image(Image.new("I;16", (4, 4), 300), "PNG")))
-    assert decoded.size == (4, 4)
+@pytest.mark.parametrize("mode", ["P", "I;16", "1", "CMYK"])
+def test_other_modes_are_refused_and_encode_image_converts_them(mode):
+    image = _noisy("RGB", 5, 4).convert(mode)
+    with pytest.raises(ValueError, match="L, LA, RGB and RGBA"):
+        encode_png(image)
+    decoded = Image.open(io.BytesIO(encode_image(image, "PNG")))
+    assert decoded.mode == "RGB" and decoded.tobytes() == image.convert("RGB").tobytes()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_encode_image_writes_png_with_this_writer(mode):
+    image = _noisy(mode, 20, 10)
+    assert encode_image(image, "PNG") == encode_png(image)
 
 
 def test_size_close_to_pillows_adaptive_filters():

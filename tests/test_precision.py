@@ -4,7 +4,7 @@ import torch
 
 from stylize.config import GeneratorConfig
 from stylize.network import Generator
-from stylize.precision import MAX_MEAN_ABS, MAX_P999, PrecisionChoice, choose_precision, deviation
+from stylize.precision import MAX_MEAN_ABS, MAX_P999, choose_precision, deviation
 
 TINY = GeneratorConfig(encoder_channels=(4, 4, 4), num_residual_blocks=1, decoder_channels=(4, 4), num_styles=2)
 
@@ -38,7 +38,12 @@ def test_bf16_out_of_tolerance_falls_back_to_fp32():
 
 
 def test_fastest_passing_precision_wins():
-    choice = PrecisionChoice(precision="fp32", seconds={"fp32": 1.0, "bf16": 0.3})
-    assert choice.passed("bf16")  # no deviations recorded counts as passing in this constructed case
-    choice = choose_precision(Generator(TINY).eval(), [torch.rand(3, 16, 16)], candidates=[], repeats=1)
+    generator = Generator(TINY).eval()  # a fresh network: bf16 stays well within the tolerance
+    images = [torch.rand(3, 16, 16)]
+    for fp32_seconds, bf16_seconds, expected in [(1.0, 0.3, "bf16"), (0.3, 1.0, "fp32")]:
+        seconds = {"fp32": fp32_seconds, "bf16": bf16_seconds}
+        choice = choose_precision(generator, images, candidates=["bf16"], repeats=1, timer=lambda e, *_, s=seconds: s[e.precision])
+        assert choice.passed("bf16"), choice.summary()
+        assert choice.precision == expected, choice.summary()
+    choice = choose_precision(generator, images, candidates=[], repeats=1)
     assert choice.precision == "fp32" and set(choice.seconds) == {"fp32"}

@@ -9,10 +9,8 @@ creates exactly the outputs of the others, and each failed file is reported on s
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import io
 import os
 import resource
 import signal
@@ -25,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from stylize import cli
-from tests.robustness_corpus import CASES, PENDING, Case, Fails, FilesFail, Pending, Succeeds, picture
+from tests.conftest import invoke
+from tests.robustness_corpus import CASES, Case, Fails, FilesFail, Succeeds, picture
 
 REPO = Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -40,19 +38,12 @@ CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2  # linux/capability.h: what lets ro
 
 def run_in_process(args: tuple[str, ...], folder: Path) -> tuple[int, str, str]:
     """``stylize ARGS`` through :func:`stylize.cli.main` in this process, in ``folder``: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        os.chdir(cwd)
-    return code, out.getvalue(), err.getvalue()
+    result = invoke(*args, cwd=folder, env={"HOME": str(folder)})  # as the subprocess runners do
+    return result.returncode, _text(result.stdout), _text(result.stderr)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
 
 
 def _without_permission_override() -> None:
@@ -81,8 +72,8 @@ def _small_files() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
 
 
-def _environment(folder: Path, extra: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(folder), "PYTHONDONTWRITEBYTECODE": "1", **dict(extra)}
+def _environment(folder: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(folder), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("STYLIZE_DEBUG", None)
     return env
 
@@ -94,8 +85,25 @@ def run_subprocess(args: tuple[str, ...], folder: Path, runner: str) -> tuple[in
         [sys.executable, "-m", "stylize", *args], cwd=folder, capture_output=True, env=_environment(folder), timeout=180,
         preexec_fn=preexec,
     )  # fmt: skip
-    decode = lambda data: data.decode("utf-8", "backslashreplace")  # noqa: E731
-    return result.returncode, decode(result.stdout), decode(result.stderr)
+    return result.returncode, _text(result.stdout), _text(result.stderr)
+
+
+#: ``python -c SLOWED SECONDS ARGS...``: ``stylize ARGS`` as ``python -m stylize`` runs it, with ``SECONDS`` of sleep per
+#: stylized image in stylize.pipeline.stylize, so that a kill can land between two images of a folder run.
+SLOWED = """
+import sys, time
+from stylize.runtime import prepare_process
+prepare_process()
+from stylize import pipeline
+from stylize.cli import run
+seconds, sys.argv = float(sys.argv[1]), ["stylize", *sys.argv[2:]]
+stylize = pipeline.stylize
+def slowed(engine, pixels, *rest):
+    time.sleep(seconds * len(pixels))
+    return stylize(engine, pixels, *rest)
+pipeline.stylize = slowed
+run()
+"""
 
 
 def run_killed_then_again(case: Case, folder: Path) -> tuple[int, str, str]:
@@ -104,9 +112,10 @@ def run_killed_then_again(case: Case, folder: Path) -> tuple[int, str, str]:
     command again."""
     interrupt = case.interrupt
     assert interrupt is not None
+    command = ["-c", SLOWED, str(interrupt.seconds_per_image)] if interrupt.seconds_per_image else ["-m", "stylize"]
     with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: an unread pipe could block the first run
         process = subprocess.Popen(
-            [sys.executable, "-m", "stylize", *case.args], cwd=folder, env=_environment(folder, interrupt.env),
+            [sys.executable, *command, *case.args], cwd=folder, env=_environment(folder),
             stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
         try:
@@ -125,7 +134,7 @@ def run_killed_then_again(case: Case, folder: Path) -> tuple[int, str, str]:
     assert process.returncode == -signal.SIGKILL, f"the first run was not killed (exit {process.returncode})"
     interrupt.then(folder)
     for name, data in interrupt.leaves:
-        (folder / name).write_bytes(data)
+        (folder / name.format(pid=process.pid)).write_bytes(data)
     return run_subprocess(case.args, folder, "subprocess")
 
 
@@ -171,14 +180,7 @@ def assert_only_written(before: dict[str, tuple], after: dict[str, tuple], outpu
     )
 
 
-def _param(case: Case):
-    marks = [pytest.mark.skip(reason=PENDING[case.needs])] if case.needs in PENDING else []
-    if isinstance(case.expect, Pending):
-        marks = marks or [pytest.mark.skip(reason="pending: " + case.expect.intended)]
-    return pytest.param(case, id=case.name, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_param(case) for case in CASES])
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in CASES])
 def test_case(case: Case, tmp_path: Path) -> None:
     if case.runner == "unprivileged" and not can_drop_permission_override():
         pytest.skip("running as root without CAP_SETPCAP: cannot make file permissions apply to the child")
@@ -230,8 +232,7 @@ def test_case(case: Case, tmp_path: Path) -> None:
 
 
 def test_corpus_is_large_enough() -> None:
-    runnable = [case for case in CASES if not isinstance(case.expect, Pending)]
-    assert len(runnable) >= 30
+    assert len(CASES) >= 30
     assert len({case.name for case in CASES}) == len(CASES), "case names must be unique"
 
 
@@ -281,4 +282,6 @@ def test_unexpected_exception_is_one_line_exit_1(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(Stylizer, "load", broken)
     picture(32, 24).save(tmp_path / "photo.png")
     code, _, stderr = run_in_process(("apply", "photo.png", "out.png"), tmp_path)
-    assert code == 1 and stderr == "error: unexpected RuntimeError: simulated bug (run again with --debug for the traceback and report it)\n"
+    assert code == 1 and stderr == (
+        "error: unexpected RuntimeError: simulated bug (run again as 'stylize --debug ...' for the traceback and report it)\n"
+    )

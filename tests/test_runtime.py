@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 # prepare_process() must run before torch is imported, so each case runs in a fresh interpreter.
@@ -42,9 +40,14 @@ def test_the_users_own_settings_win():
     assert _settings(0, GOMP_SPINCOUNT="5") == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "5"}
 
 
-@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux's /proc/stat")
-def test_runnable_threads_are_read_from_the_kernel():
+def test_runnable_threads_are_read_from_the_kernels_statistics(tmp_path):
     from stylize.runtime import other_runnable_threads
 
-    others = other_runnable_threads(samples=2, interval=0.0)
-    assert isinstance(others, int) and others >= 0
+    stat = tmp_path / "stat"
+    stat.write_bytes(b"cpu  1 2 3 4\nprocs_running 4\nprocs_blocked 0\n")
+    assert other_runnable_threads(samples=2, interval=0.0, stat_path=str(stat)) == 3  # the caller is one of them
+    stat.write_bytes(b"procs_running 1\n")
+    assert other_runnable_threads(samples=1, interval=0.0, stat_path=str(stat)) == 0
+    stat.write_bytes(b"cpu  1 2 3 4\n")  # a kernel that does not say
+    assert other_runnable_threads(samples=1, interval=0.0, stat_path=str(stat)) is None
+    assert other_runnable_threads(samples=1, interval=0.0, stat_path=str(tmp_path / "missing")) is None

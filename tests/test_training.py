@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import socket
 from pathlib import Path
 
@@ -20,12 +21,14 @@ from typer.testing import CliRunner
 from stylize.checkpoint import load_checkpoint
 from stylize.cli.train import register
 from stylize.config import ARCHITECTURES, LossConfig, TrainConfig
+from stylize.devices import autocast_dtype, cpu_has_fast_bf16
 from stylize.errors import StylizeError
 from stylize.losses import PerceptualLoss
 from stylize.modelfile import load_model
 from stylize.network import Generator
-from stylize.training import cpu_has_fast_bf16, resolve_precision, train
+from stylize.training import train
 from stylize.training_data import ContentStream, find_photos
+from tests.conftest import invoke
 
 
 @pytest.fixture(autouse=True)
@@ -228,8 +231,8 @@ def test_preview_grid_and_bf16_autocast(data: dict[str, Path], tmp_path: Path) -
 
 def test_precision_auto_follows_the_hardware() -> None:
     expected = torch.bfloat16 if cpu_has_fast_bf16() else None
-    assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("fp32", torch.device("cpu")) is None
+    assert autocast_dtype("auto", torch.device("cpu")) == expected
+    assert autocast_dtype("fp32", torch.device("cpu")) is None
 
 
 def test_process_slices_make_up_the_single_process_batch(data: dict[str, Path]) -> None:
@@ -296,13 +299,32 @@ def test_cli_train_command(data: dict[str, Path], tmp_path: Path) -> None:
     common = ["--content-dir", str(data["content"]), "--out", str(out), "--image-size", "32", "--batch-size", "2"]
     common += ["--arch", "small", "--workers", "0", "--style-size", "32", "--precision", "fp32"]
     result = CliRunner().invoke(
-        app, ["train", "--style", str(data["style_a"]), str(data["style_b"]), "--iterations", "2", "--tv-weight", "7", *common]
+        app, ["train", "--style", str(data["style_a"]), "--style", str(data["style_b"]), "--iterations", "2", "--tv-weight", "7", *common]
     )
     assert result.exit_code == 0, result.output
     model = load_model(out)
     assert model.styles == ["red_stripes", "blue_bands"] and model.training["loss"]["tv_weight"] == 7.0
     result = CliRunner().invoke(app, ["train", "--style", "no_such_painting", *common])
     assert isinstance(result.exception, StylizeError) and "not found" in result.exception.message
+
+
+def test_cli_train_flags_are_the_config_fields() -> None:
+    """Every TrainConfig and LossConfig field is a flag with its default and the comment above it as help."""
+    import dataclasses
+
+    from stylize.config import LossConfig
+
+    result = invoke("train", "--help")
+    text = result.stdout.decode()
+    assert result.returncode == 0
+    usage = next(line for line in text.splitlines() if line.startswith("Usage:"))
+    assert usage.split() == ["Usage:", "stylize", "train", "[OPTIONS]"], usage  # no hidden positional
+    assert "<list" not in text and "[]" not in text and "-s, --style IMAGE" in text
+    for cls in (TrainConfig, LossConfig):
+        for item in dataclasses.fields(cls):
+            if item.name not in ("loss", "from_model"):
+                assert "--" + item.name.replace("_", "-") in text, item.name
+    assert "--from" in text and "Adam learning rate." in text and "[default: 40000]" in " ".join(text.split())
 
 
 def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: Path) -> None:
@@ -317,9 +339,10 @@ def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: P
 
 
 def test_compile_auto_only_for_long_single_process_cuda_runs() -> None:
-    from stylize.training import COMPILE_MIN_STEPS, Run, _should_compile
+    from stylize.distributed import Launch
+    from stylize.training import COMPILE_MIN_STEPS, _should_compile
 
-    single, two = Run(0, 1, 0), Run(0, 2, 0)
+    single, two = Launch(0, 1, 0), Launch(0, 2, 0)
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert not _should_compile("auto", COMPILE_MIN_STEPS - 1, single, cuda)
     assert _should_compile("auto", COMPILE_MIN_STEPS, single, cuda)
@@ -341,19 +364,19 @@ def test_trained_model_records_its_inference_precision(data: dict[str, Path], tm
     assert inference_precision(model.generator, slivers, torch.device("cpu")) in ({}, {"cpu": "fp32"})
 
 
-def test_stale_temporaries_of_this_model_are_removed_and_no_others(tmp_path):
-    from stylize.imaging import TEMP_SUFFIX
-    from stylize.training import _remove_stale_temporaries, checkpoint_path
+def test_stale_temporaries_of_this_model_are_removed_and_no_others(data: dict[str, Path], tmp_path: Path) -> None:
+    from stylize.files import TEMP_SUFFIX
 
     out = tmp_path / "starry.safetensors"
-    stale = [tmp_path / f".starry.safetensors.0123abcd{TEMP_SUFFIX}", tmp_path / ".starry.ckpt.k3j2h1.tmp"]
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = [tmp_path / f".starry.safetensors.0123abcd{TEMP_SUFFIX}", tmp_path / f".starry.ckpt.{dead}-0123abcd{TEMP_SUFFIX}"]
     keep = [
         tmp_path / f".starry.safetensors.v2.0123abcd{TEMP_SUFFIX}",  # belongs to starry.safetensors.v2
         tmp_path / f".other.safetensors.0123abcd{TEMP_SUFFIX}",
-        tmp_path / "starry.ckpt",
+        tmp_path / f".starry.safetensors.{os.getppid()}-0123abcd{TEMP_SUFFIX}",  # a running writer's
     ]
     for path in stale + keep:
         path.write_bytes(b"x")
-    _remove_stale_temporaries(out, checkpoint_path(out))
+    train(tiny_config(data, out, iterations=1))
     assert not any(path.exists() for path in stale)
     assert all(path.exists() for path in keep)

@@ -10,15 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from stylize import resources
-from stylize.errors import StylizeError
-from stylize.vgg import (
-    BUNDLED_SHA256,
-    VGG16Features,
-    _load_safetensors,
-    bundled_weights_path,
-    load_vgg16,
-    sha256_of,
-)
+from stylize.errors import EXIT_FAILURE, StylizeError
+from stylize.resources import BUNDLED_SHA256, sha256_of
+from stylize.vgg import BUNDLED_FILE, VGG16Features, bundled_weights_path, load_vgg16
 
 LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
@@ -29,7 +23,7 @@ def vgg() -> VGG16Features:
 
 
 def test_bundled_weights_are_the_recorded_file_and_keras_imagenet(vgg: VGG16Features) -> None:
-    assert sha256_of(bundled_weights_path()) == BUNDLED_SHA256
+    assert sha256_of(bundled_weights_path()) == BUNDLED_SHA256[f"weights/{BUNDLED_FILE}"]
     # Keras' ImageNet VGG16 block1_conv1 biases, rounded to fp16 on storage.
     expected = torch.tensor([0.73429835, 0.09340367, 0.06775674, 0.8862966])
     torch.testing.assert_close(vgg.convs["conv1_1"].bias[:4], expected, atol=1e-3, rtol=0)
@@ -78,14 +72,17 @@ def test_torchvision_preprocessing_normalises_rgb() -> None:
     assert converted[0, 2, 0, 0].item() == pytest.approx((0.485 - 0.406) / 0.225, rel=1e-5)
 
 
-def test_damaged_bundled_weights_are_refused(tmp_path: Path) -> None:
-    copy = tmp_path / "vgg.safetensors"
+def test_damaged_bundled_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "weights" / BUNDLED_FILE  # the same name: the recorded SHA-256 is looked up by it
+    copy.parent.mkdir()
     shutil.copy(bundled_weights_path(), copy)
     data = bytearray(copy.read_bytes())
-    data[-10] ^= 0xFF
+    data[-10] ^= 0xFF  # one byte of tensor data: still a valid safetensors file, just not the recorded one
     copy.write_bytes(bytes(data))
-    with pytest.raises(StylizeError, match="damaged"):
-        _load_safetensors(copy, expected_sha256=BUNDLED_SHA256)
+    monkeypatch.setattr("stylize.vgg.bundled_weights_path", lambda: copy)
+    with pytest.raises(StylizeError, match="does not match its recorded SHA-256") as info:
+        load_vgg16()
+    assert "damaged" in info.value.message and info.value.exit_code == EXIT_FAILURE
 
 
 def test_vgg_weights_file_is_checked(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """A wheel built from the repository carries the bundled models and works outside the repository."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import zipfile
 
 import pytest
 
+from stylize.resources import BUNDLED_SHA256
 from tests.conftest import REPO, make_photo
 
 pytestmark = pytest.mark.slow
@@ -26,9 +28,12 @@ def wheel(tmp_path_factory):
 
 
 def test_wheel_contains_the_bundled_files(wheel):
-    names = zipfile.ZipFile(wheel).namelist()
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
     assert "stylize/_bundled/models/multistyle26.safetensors" in names
     assert "stylize/cli/__init__.py" in names
+    for relative, digest in BUNDLED_SHA256.items():  # the models and the VGG16 weights, as recorded
+        assert hashlib.sha256(archive.read(f"stylize/_bundled/{relative}")).hexdigest() == digest, relative
 
 
 def test_installed_wheel_finds_models_through_package_resources(wheel, tmp_path):

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 try:  # typer >= 0.22 vendors click as typer._click; older releases use click itself
     from typer._click import exceptions as click_exceptions
@@ -55,7 +56,8 @@ for _module in (apply, info, train, export):
 
 
 def report_error(message: str) -> None:
-    stderr.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False)
+    # escape: a file name such as "[draft] a.jpg" is text, not Rich markup
+    stderr.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):  # typer.Abort is click's Abort; the vendored click has no other
         report_error("interrupted")
         sys.exit(130)
-    except click_exceptions.Exit as exc:
+    except typer.Exit as exc:  # the vendored click has no Exit of its own; typer.Exit is it
         sys.exit(exc.exit_code)
     except click_exceptions.ClickException as exc:
         report_error(exc.format_message())

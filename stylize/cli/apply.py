@@ -87,7 +87,7 @@ def apply(
     else:
         width, height = result.size
         typer.echo(
-            f"{result.input} -> {result.output}  ({width}x{height}, {result.model} style {result.style}, "
+            f"{display_path(result.input)} -> {display_path(result.output)}  ({width}x{height}, {result.model} style {result.style}, "
             f"{result.device} {result.precision}, {result.seconds:.2f} s)",
             err=to_stderr,
         )

@@ -85,7 +85,7 @@ def _parameter(cls: type, item: dataclasses.Field) -> inspect.Parameter:
     help_text = field_help(cls).get(item.name)
     if item.name == "style":  # the one repeated flag
         annotation: Any = list[str]
-        option = typer.Option([], *flags, help=help_text)
+        option = typer.Option([], *flags, metavar="IMAGE", help=help_text)
     elif _is_tuple(hint):
         annotation = str
         option = typer.Option(",".join(str(v) for v in default), *flags, help=(help_text or "") + " (comma-separated)")
