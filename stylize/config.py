@@ -355,3 +355,55 @@ class TilingConfig:
     gpu_share: float = 0.85
     # Folder for temporary activation files when the maps do not fit in RAM; None = the system default (TMPDIR).
     temp_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """Sizes of the style predictor (see :class:`stylize.predictor.StylePredictor`): Magenta's MobileNetV2 followed by
+    a linear bottleneck to the style embedding (Ghiasi et al., 2017). Stored in the predictor file, so loading rebuilds
+    the network from the file alone."""
+
+    # Side in pixels of the square painting the predictor was exported for: paintings are centre-cropped and resized to it.
+    image_size: int = 256
+    # Length of the style embedding; an arbitrary-style transformer's norm tables have embedding_size + 1 rows.
+    embedding_size: int = 100
+    # Width of the stride-2 3x3 stem conv.
+    stem_channels: int = 32
+    # MobileNetV2's inverted-residual stages: (expansion factor, output channels, blocks, stride of the first block).
+    stages: tuple[tuple[int, int, int, int], ...] = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+    # Width of the 1x1 conv before the global average pool.
+    head_channels: int = 1280
+
+    def __post_init__(self) -> None:
+        if min(self.image_size, self.embedding_size, self.stem_channels, self.head_channels) < 1 or not self.stages:
+            raise ValueError("predictor sizes must be >= 1 and stages must not be empty")
+        if any(len(stage) != 4 or min(stage) < 1 for stage in self.stages):
+            raise ValueError("each predictor stage needs 4 values >= 1: expansion, channels, blocks, stride")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PredictorConfig:
+        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error, missing ones take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown predictor settings: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        if "stages" in values:  # JSON lists -> tuples
+            values["stages"] = tuple(tuple(stage) for stage in values["stages"])
+        numbers = [values.get(key, 1) for key in ("image_size", "embedding_size", "stem_channels", "head_channels")]
+        numbers += [v for stage in values.get("stages", ()) for v in stage]
+        bad = [v for v in numbers if not isinstance(v, int) or isinstance(v, bool)]
+        if bad:
+            raise TypeError(f"predictor sizes must be integers, got {bad[0]!r}")
+        return cls(**values)
