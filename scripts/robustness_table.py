@@ -38,8 +38,6 @@ def render() -> str:
         return cell("`stylize " + " ".join(shown) + "`")
 
     def runner(case) -> str:
-        if case.needs:
-            return f"— ({case.needs})"
         return RUNNERS[case.runner].format(moment=case.interrupt.moment if case.interrupt else "")
 
     lines = [
