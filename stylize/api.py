@@ -12,32 +12,36 @@ folders), given as keyword arguments or as an ``options`` object; the CLI builds
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from stylize import pipeline, runtime
+from stylize import pipeline, runtime, styles
 from stylize.catalog import find_model
 from stylize.compilation import check_compile_mode
 from stylize.config import ApplyOptions, FolderOptions, MixSpec
 from stylize.devices import resolve_device, resolve_precision
-from stylize.encoding import output_format
+from stylize.encoding import output_format, quantize
 from stylize.engine import Engine
 from stylize.errors import StylizeError
 from stylize.files import check_output, same_file
 from stylize.folder_run import FileRecord, FolderSummary, run_folder
-from stylize.modelfile import StyleModel, load_model
+from stylize.modelfile import StyleModel, load_model, save_model
+from stylize.pipeline import StyleWeights
+from stylize.predictor import load_predictor, style_code
+from stylize.resources import bundled_path, user_models_dir
 from stylize.topology import check_size
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 STDIO = "-"
+#: The bundled style predictor of arbitrary-style models.
+PREDICTOR_FILE = "weights/style_predictor.safetensors"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Stylizer:
         self.model = model
         self.engine = engine
         self.name = name
+        self._embedder: styles.PaintingEmbedder | None = None
 
     @classmethod
     def load(
@@ -117,45 +122,79 @@ class Stylizer:
 
     # -- styles ---------------------------------------------------------------------------------------------
 
+    @property
+    def takes_paintings(self) -> bool:
+        """Whether this is an arbitrary-style model: its style comes from paintings (``style_image``), not names."""
+        return self.model.embedding_size > 0
+
     def style_index(self, style: str | int) -> int:
         """Index of a style given by name or by index (``"19"``, ``19`` or ``"starry_night"``)."""
-        styles = self.model.styles
-        text = str(style).strip()
-        if text in styles:
-            return styles.index(text)
-        if text.lstrip("-").isdigit():
-            index = int(text)
-            if 0 <= index < len(styles):
-                return index
-            raise StylizeError(
-                f"style index {index} is out of range for model '{self.name}'",
-                f"use 0 to {len(styles) - 1}, or a name from 'stylize models'",
-            )
-        close = difflib.get_close_matches(text, styles, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"styles of '{self.name}': {', '.join(styles[:30])}"
-        raise StylizeError(f"unknown style '{text}' for model '{self.name}'", hint)
+        return styles.style_index(self.model, self.name, style)
 
     def style_weights(self, style: str | int | None = None, mix: MixSpec | None = None) -> torch.Tensor:
         """The ``(num_styles,)`` weight vector for one style or a convex mix of styles (normalised to sum 1)."""
-        weights = torch.zeros(len(self.model.styles))
-        if style is not None and mix is not None:
-            raise StylizeError("give either a `style` or a `mix`, not both", "`style=NAME` or `mix=A:0.5,B:0.5`")
-        if mix is not None:
-            for key, value in _parse_mix(mix).items():
-                weights[self.style_index(key)] += value
-            total = float(weights.sum())
-            if total <= 0:
-                raise StylizeError("mix weights add up to zero", "give at least one positive weight, e.g. 3:0.5,12:0.5")
-            return weights / total
-        if style is None:
-            style = self.model.default_style if self.model.default_style is not None else 0
-        weights[self.style_index(style)] = 1.0
-        return weights
+        return styles.table_weights(self.model, self.name, style, mix)
 
     def describe_style(self, style: str | int | None = None, mix: MixSpec | None = None) -> str:
-        weights = self.style_weights(style, mix)
-        parts = [f"{self.model.styles[i]}:{weights[i]:.3g}" for i in torch.nonzero(weights).flatten().tolist()]
-        return parts[0].split(":")[0] if len(parts) == 1 else ",".join(parts)
+        return styles.describe_table_style(self.model, self.style_weights(style, mix))
+
+    def embedder(self) -> styles.PaintingEmbedder:
+        """The style predictor (bundled), loaded on first use onto this model's device."""
+        if self._embedder is None:
+            predictor = load_predictor(bundled_path(PREDICTOR_FILE))
+            self._embedder = styles.PaintingEmbedder(predictor, self.engine.device)
+        return self._embedder
+
+    def painting_embedding(self, style_image: styles.PaintingSpec) -> torch.Tensor:
+        """The weighted mean style embedding ``(E,)`` of paintings (see :func:`stylize.styles.parse_paintings`)."""
+        return self.embedder().paintings(styles.parse_paintings(style_image))
+
+    def resolve(self, options: ApplyOptions) -> tuple[StyleWeights, ApplyOptions, str]:
+        """The style weights ``options`` ask for, the options the pipeline then runs with, and a description of the style.
+
+        With ``style_image`` and ``blend`` embedding (the default for paintings), a strength below 1 is spent on the
+        style code of each photo, and the pipeline runs at full strength.
+        """
+        if options.style_image is None:
+            if self.takes_paintings:
+                raise StylizeError(f"model '{self.name}' takes the style of a painting", "pass `style_image=PAINTING`")
+            if options.blend == "embedding":
+                raise StylizeError("`blend=embedding` weakens a style predicted from a painting", "pass `style_image`, or `blend=pixels`")
+            weights = self.style_weights(options.style, options.mix)
+            return weights, options, styles.describe_table_style(self.model, weights)
+        if not self.takes_paintings:
+            raise StylizeError(
+                f"model '{self.name}' has a fixed set of styles and cannot take a painting's",
+                "use the arbitrary-style model (`model=arbitrary`), or `style` / `mix`",
+            )
+        if options.style is not None or options.mix is not None:
+            raise StylizeError("give either `style_image` or `style` / `mix`, not both", "a painting's style is predicted from the image")
+        paintings = styles.parse_paintings(options.style_image)
+        embedding = self.embedder().paintings(paintings)
+        description = styles.describe_paintings(paintings)
+        if options.strength < 1.0 and options.blend in ("auto", "embedding"):
+            return styles.blended_codes(self.embedder(), embedding, options.strength), options.replace(strength=1.0), description
+        return style_code(embedding), options, description
+
+    def save_style(
+        self, target: str | os.PathLike, style_image: styles.PaintingSpec, name: str | None = None, overwrite: bool = False
+    ) -> Path:
+        """Save the style predicted from ``style_image`` as an ordinary one-style model file (``--model`` takes it).
+
+        ``target`` is a ``.safetensors`` path, or a bare name: then the file goes into the per-user models folder, where
+        model names are found. The style is called ``name`` (default: the file's stem).
+        """
+        if not self.takes_paintings:
+            raise StylizeError(f"model '{self.name}' cannot predict a painting's style", "use the arbitrary-style model (`model=arbitrary`)")
+        path = _model_path(target)
+        if same_file(path, self.model.source):
+            raise StylizeError(f"{path} is the model being used", "choose another output path")
+        check_output(path, overwrite=overwrite)
+        paintings = styles.parse_paintings(style_image)
+        code = style_code(self.embedder().paintings(paintings))
+        model = styles.fixed_style_model(self.model, code, name or path.stem, paintings, self.name)
+        save_model(model, path)
+        return path
 
     # -- applying ---------------------------------------------------------------------------------------------
 
@@ -167,12 +206,14 @@ class Stylizer:
         ``preserve_color``; ``max_size`` caps the long side (the result keeps the reduced size).
         """
         options = _options(ApplyOptions, options, settings)
-        weights = self.style_weights(options.style, options.mix)
+        weights, options, _ = self.resolve(options)
         if isinstance(image, torch.Tensor):
             if image.dim() not in (3, 4) or image.shape[-3] != 3:
                 raise StylizeError("image tensors must have shape (3, H, W) or (B, 3, H, W)", "convert the image to RGB first")
             batched = image if image.dim() == 4 else image.unsqueeze(0)
             check_size(*batched.shape[-2:])
+            if callable(weights):  # a style that depends on each photo: see it as the pipeline's stages would
+                weights = weights([quantize(photo).permute(2, 0, 1) for photo in batched])
             result = pipeline.forward(self.engine, batched.detach().float().cpu(), weights, options)
             return result if image.dim() == 4 else result[0]
         photo = pipeline.decode(image, options)
@@ -196,7 +237,7 @@ class Stylizer:
             if source_text != STDIO and same_file(source_text, target_text):
                 raise StylizeError(f"output {target_text} is the input file", "choose another output path; inputs are never overwritten")
             check_output(target_text, overwrite=options.overwrite)
-        weights = self.style_weights(options.style, options.mix)
+        weights, options, description = self.resolve(options)
         data: Any = sys.stdin.buffer.read() if source_text == STDIO else source_text
         photo = pipeline.decode(data, options, name="stdin" if source_text == STDIO else None)
         result = pipeline.stylize(self.engine, [photo.pixels], weights, options)[0]
@@ -212,7 +253,7 @@ class Stylizer:
             output=target_text,
             size=final.size,
             model=self.name,
-            style=self.describe_style(options.style, options.mix),
+            style=description,
             device=self.device,
             precision=self.precision,
             seconds=time.perf_counter() - started,
@@ -238,10 +279,10 @@ class Stylizer:
         report. Returns the :class:`~stylize.folder_run.FolderSummary` the CLI prints.
         """
         options = _options(FolderOptions, options, settings)
-        weights = self.style_weights(options.style, options.mix)  # bad styles fail before any work
+        weights, options, description = self.resolve(options)  # bad styles fail before any work
         info = {
             "model": self.name,
-            "style": self.describe_style(options.style, options.mix),
+            "style": description,
             "device": self.device,
             "precision": self.precision,
         }
@@ -256,6 +297,16 @@ class Stylizer:
         finally:
             if bar is not None:
                 bar.close()
+
+
+def _model_path(target: str | os.PathLike) -> Path:
+    """A model file path, or a bare name put into the per-user models folder."""
+    text = os.fspath(target)
+    if text.lower().endswith(".safetensors"):
+        return Path(text)
+    if any(sep in text for sep in ("/", "\\")) or Path(text).suffix:
+        raise StylizeError(f"a model file must end in .safetensors, got {text}", "e.g. monet.safetensors, or a bare name such as monet")
+    return user_models_dir() / f"{text}.safetensors"
 
 
 def _options(kind: type, options: ApplyOptions | None, settings: dict[str, Any]) -> Any:
@@ -281,28 +332,3 @@ def _tqdm_progress(bar: Any):
                 bar.write(f"failed {record.input}: {record.reason}")
 
     return on_progress
-
-
-def _parse_mix(mix: MixSpec) -> dict[str, float]:
-    """``"3:0.5,12:0.5"`` or ``{"3": 0.5, 12: 0.5}`` -> ``{"3": 0.5, "12": 0.5}``, weights checked."""
-    pairs: dict[str, float] = {}
-    if isinstance(mix, dict):
-        items = [(str(k), v) for k, v in mix.items()]
-    else:
-        items = []
-        for part in str(mix).split(","):
-            name, sep, value = part.strip().rpartition(":")
-            if not sep or not name:
-                raise StylizeError(f"bad mix entry '{part.strip()}' in '{mix}'", "write STYLE:WEIGHT pairs, e.g. 3:0.5,12:0.5")
-            items.append((name.strip(), value))
-    for name, value in items:
-        try:
-            weight = float(value)
-        except (TypeError, ValueError):
-            raise StylizeError(f"bad mix weight '{value}' for style '{name}'", "weights are numbers, e.g. 3:0.5,12:0.5") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise StylizeError(f"mix weight for style '{name}' must be a non-negative number, got {value}", "e.g. 3:0.5,12:0.5")
-        pairs[name] = pairs.get(name, 0.0) + weight
-    if not pairs:
-        raise StylizeError("empty mix", "write STYLE:WEIGHT pairs, e.g. 3:0.5,12:0.5")
-    return pairs

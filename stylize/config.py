@@ -103,6 +103,8 @@ PYTORCH_EXAMPLES_CONFIG = GeneratorConfig(output_activation="clamp", pixel_scale
 TileSetting = str | int
 #: Extensions a folder run picks up when none are given.
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+#: How a strength below 1 is applied (see ApplyOptions.blend).
+BLEND_MODES = ("auto", "pixels", "embedding")
 #: A style mix: "3:0.5,12:0.5" or {"3": 0.5, 12: 0.5}; the weights are normalised to sum 1.
 MixSpec = str | Mapping[str | int, float]
 
@@ -118,12 +120,22 @@ class ApplyOptions:
     style: str | int | None = None
     # A blend of styles instead of one (see MixSpec).
     mix: MixSpec | None = None
-    # 0 returns the photo unchanged, 1 the full style; in between, the two are blended.
+    # Paintings whose style an arbitrary-style model predicts, instead of style or mix: a path, several (equal
+    # weights), or paths with weights ({"a.jpg": 0.7, "b.jpg": 0.3}, or "a.jpg:0.7").
+    style_image: Any = None
+    # 0 returns the photo unchanged, 1 the full style; in between, see blend.
     strength: float = 1.0
+    # How a strength below 1 weakens the style: "pixels" blends the result with the photo; "embedding" moves a
+    # predicted style's embedding toward the photo's own (Magenta's way; style_image only); "auto": embedding for
+    # style_image, pixels otherwise.
+    blend: str = "auto"
     # Keep the photo's colours (BT.601 chroma) and take the stylized luminance.
     preserve_color: bool = False
     # Downscale so that the long side is at most this many pixels before stylizing (never upscale); None: full size.
     max_size: int | None = None
+    # Long side in pixels the network paints at, which sets the stroke size relative to the image: the result is
+    # upsampled to the photo's size with the photo's own fine detail added back. None: the photo's own size.
+    work_size: int | None = None
     # Decompression-bomb guard: images with more pixels are refused. 120 MP admits an 8000x8000 print file and any
     # current camera, and refuses forged 50000x50000 headers.
     max_pixels: int = 120_000_000
@@ -144,6 +156,10 @@ class ApplyOptions:
             raise StylizeError(f"`strength` must be between 0 and 1, got {self.strength}", "e.g. `strength=0.7`")
         if self.max_size is not None and self.max_size < 16:
             raise StylizeError(f"`max_size` must be at least 16 pixels, got {self.max_size}", "e.g. `max_size=1024`")
+        if self.work_size is not None and self.work_size < 64:
+            raise StylizeError(f"`work_size` must be at least 64 pixels, got {self.work_size}", "e.g. `work_size=1024`")
+        if self.blend not in BLEND_MODES:
+            raise StylizeError(f"unknown blend '{self.blend}'", f"use `blend` {', '.join(BLEND_MODES)}")
         if self.max_pixels < 1:
             raise StylizeError(f"`max_pixels` must be positive, got {self.max_pixels}", "e.g. `max_pixels=200000000`")
         if not 1 <= self.quality <= 100:

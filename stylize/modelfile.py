@@ -101,7 +101,7 @@ def load_model(path: str | os.PathLike[str]) -> StyleModel:
     )
 
 
-def _read_safetensors_header(path: Path) -> dict[str, Any]:
+def read_safetensors_header(path: Path) -> dict[str, Any]:
     """Parse the JSON header ourselves first so that bad files fail with a clear message, not a crash."""
     size = path.stat().st_size
     with path.open("rb") as handle:
@@ -137,7 +137,7 @@ def _load_safetensors(path: Path) -> StyleModel:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    header = _read_safetensors_header(path)
+    header = read_safetensors_header(path)
     raw_meta = (header.get("__metadata__") or {}).get(METADATA_KEY)
     if raw_meta is None:
         raise StylizeError(

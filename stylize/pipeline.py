@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stylize.blending import blend, preserve_color
+from stylize.blending import blend, detail_upsample, downscale, preserve_color
 from stylize.config import ApplyOptions
 from stylize.decoding import GREYSCALE_MODES, open_image, pixels_of, to_float
 from stylize.encoding import encode_image, finish_image, tensor_to_image
@@ -100,8 +100,16 @@ def stylize(engine: Engine, pixels: list[torch.Tensor], weights: StyleWeights, o
 
 
 def forward(engine: Engine, images: torch.Tensor, weights: torch.Tensor, options: ApplyOptions) -> torch.Tensor:
-    """The network on ``(B, 3, H, W)`` float images in ``[0, 1]``, then colour preservation and strength blending."""
-    out = engine.forward(images, weights, tile=options.tile, memory_limit=options.memory_limit)  # float32, CPU
+    """The network on ``(B, 3, H, W)`` float images in ``[0, 1]``, then colour preservation and strength blending.
+
+    With ``work_size`` smaller than the images, the network paints a downscaled copy and the result is brought back up
+    with the photo's detail (:func:`stylize.blending.detail_upsample`): the strokes keep their size relative to the image.
+    """
+    small = downscale(images, options.work_size) if options.work_size else images
+    out = engine.forward(small, weights, tile=options.tile, memory_limit=options.memory_limit)  # float32, CPU
+    if small is not images:
+        images = images.cpu()
+        out = detail_upsample(out, images, small.cpu())
     if options.preserve_color or options.strength < 1.0:
         images = images.cpu()  # blending needs the photo next to the result
     if options.preserve_color:

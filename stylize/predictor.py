@@ -125,7 +125,7 @@ def prepare_painting(image: Image.Image, size: int = PredictorConfig.image_size)
     The largest centred square is cropped (offsets rounded down), resized to ``size`` with Lanczos, and transparent
     pixels are composited onto white. This is the baseline the imported network is measured with; other choices (the
     whole painting, several crops) change the embedding. Decoding and EXIF orientation are the caller's
-    (:func:`stylize.imaging.open_image`).
+    (:func:`stylize.decoding.open_image`).
     """
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
@@ -142,7 +142,7 @@ def save_predictor(predictor: StylePredictor, path: str | os.PathLike[str], prov
     """Write ``predictor`` atomically as float32 safetensors with its config and ``provenance`` under the metadata key ``stylize``."""
     from safetensors.torch import save
 
-    from stylize.imaging import make_parent_folder, write_atomic
+    from stylize.files import make_parent_folder, write_atomic
 
     path = Path(path)
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in predictor.state_dict().items()}
@@ -160,12 +160,12 @@ def load_predictor(path: str | os.PathLike[str]) -> StylePredictor:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from stylize.modelfile import _read_safetensors_header  # the same refusal of truncated or forged headers
+    from stylize.modelfile import read_safetensors_header  # the same refusal of truncated or forged headers
 
     path = Path(path)
     if not path.is_file():
         raise StylizeError(f"style predictor not found: {path}", "reinstall stylize, or pass the path of a predictor file")
-    header = _read_safetensors_header(path)
+    header = read_safetensors_header(path)
     name = path.name
     try:
         meta = json.loads((header.get("__metadata__") or {})[METADATA_KEY])

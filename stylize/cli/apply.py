@@ -14,8 +14,13 @@ _APPLY = ApplyOptions()
 _FOLDER = FolderOptions()
 
 
+#: The model that takes any painting as the style (--style-image without --model).
+ARBITRARY_MODEL = "arbitrary"
+
+
 def register(app: typer.Typer) -> None:
     app.command("apply")(apply)
+    app.command("save-style")(save_style)
     app.command("convert")(convert)
 
 
@@ -25,7 +30,15 @@ def apply(
     model: str = typer.Option(None, "--model", "-m", help="Model name or file (default: the bundled multistyle26)."),
     style: str = typer.Option(None, "--style", "-s", help="Style name or index (default: the model's default style)."),
     mix: str = typer.Option(None, "--mix", help="Blend of styles, e.g. 3:0.5,12:0.5 (weights are normalised to sum 1)."),
+    style_image: list[str] = typer.Option(
+        [], "--style-image", "-p", metavar="PAINTING[:WEIGHT]",
+        help="Any painting as the style (the arbitrary-style model predicts it); repeat to blend several, e.g. a.jpg:0.7.",
+    ),  # fmt: skip
     strength: float = typer.Option(_APPLY.strength, "--strength", min=0.0, max=1.0, help="0 keeps the photo, 1 the full style."),
+    blend: str = typer.Option(_APPLY.blend, "--blend", help="How --strength weakens the style: pixels, embedding (paintings), or auto."),
+    work_size: int = typer.Option(
+        None, "--work-size", min=64, help="Long side the network paints at: sets the stroke size relative to the image (default: full size)."
+    ),
     preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the photo's colours, take the stylized luminance."),
     max_size: int = typer.Option(None, "--max-size", min=16, help="Downscale so the long side is at most this many pixels."),
     max_pixels: int = typer.Option(_APPLY.max_pixels, "--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."),
@@ -51,9 +64,12 @@ def apply(
     from stylize.files import display_path
 
     common = {
-        "style": style, "mix": mix, "strength": strength, "preserve_color": preserve_color, "max_size": max_size,
-        "max_pixels": max_pixels, "quality": quality, "overwrite": overwrite, "tile": tile, "memory_limit": memory_limit,
+        "style": style, "mix": mix, "style_image": style_image or None, "strength": strength, "blend": blend,
+        "preserve_color": preserve_color, "max_size": max_size, "work_size": work_size, "max_pixels": max_pixels,
+        "quality": quality, "overwrite": overwrite, "tile": tile, "memory_limit": memory_limit,
     }  # fmt: skip
+    if style_image and model is None:
+        model = ARBITRARY_MODEL
     if source != STDIO and os.path.isdir(source):
         from stylize.cli.folder import apply_folder
         from stylize.encoding import OUTPUT_EXTENSIONS
@@ -113,3 +129,21 @@ def convert(
     model.provenance = {**model.provenance, "converted_from": source.name, "converter": "stylize convert"}
     save_model(model, target)
     typer.echo(f"{source} -> {target}  ({model.config.num_styles} style(s): {', '.join(model.styles[:8])})")
+
+
+def save_style(
+    target: str = typer.Argument(..., metavar="OUT", help="Model file to write (.safetensors), or a bare name for the per-user models folder."),
+    style_image: list[str] = typer.Option(
+        ..., "--style-image", "-p", metavar="PAINTING[:WEIGHT]", help="The painting whose style to save; repeat to blend several."
+    ),
+    name: str = typer.Option(None, "--name", help="The style's name inside the model (default: OUT's stem)."),
+    model: str = typer.Option(ARBITRARY_MODEL, "--model", "-m", help="The arbitrary-style model that predicts the style."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Save a painting's predicted style as an ordinary one-style model: stylize save-style monet -p painting.jpg."""
+    from stylize.api import Stylizer
+
+    stylizer = Stylizer.load(model, device=device, compile="never")
+    path = stylizer.save_style(target, style_image, name=name, overwrite=overwrite)
+    typer.echo(f"saved {path}  (use it with --model {path.stem if path.parent.name == 'models' else path})")

