@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stylize.config import ARCHITECTURES, LossConfig  # noqa: E402
+from stylize.devices import autocast_dtype  # noqa: E402
 from stylize.losses import PerceptualLoss  # noqa: E402
 from stylize.network import Generator  # noqa: E402
-from stylize.training import apply_gradients, compute_losses, resolve_precision, trainable_parameters  # noqa: E402
+from stylize.training import apply_gradients, compute_losses, trainable_parameters  # noqa: E402
 from stylize.training_data import ContentStream, find_photos, load_crop, load_style_image  # noqa: E402
 from stylize.vgg import load_vgg16  # noqa: E402
 
@@ -72,7 +73,7 @@ def main() -> int:
     _, style = load_style_image(args.style, LossConfig().style_size)
     loss = PerceptualLoss(load_vgg16().to(memory_format=torch.channels_last), LossConfig())
     loss.set_styles([style])
-    dtype = resolve_precision("auto", torch.device("cpu"))
+    dtype = autocast_dtype("auto", torch.device("cpu"))
     stream = ContentStream(train_photos, args.image_size, args.batch_size, 1, args.seed)
     test_images = torch.stack([load_crop(p, args.image_size, None) for p in held_out])  # (P, 3, S, S)
 

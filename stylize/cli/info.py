@@ -29,7 +29,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
                 "name": entry.name,
                 "origin": entry.origin,
                 "path": str(entry.path),
-                "styles": model.styles,
+                "styles": [] if model.embedding_size else model.styles,
+                "any_painting": bool(model.embedding_size),
                 "default_style": model.default_style,
                 "default": entry.name == DEFAULT_MODEL,
                 "licence": model.provenance.get("licence"),
@@ -45,7 +46,12 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
         table.add_column(column)
     for r in records:
         styles = r.get("styles")
-        shown = "error: " + r["error"] if "error" in r else f"{len(styles)}: {', '.join(styles[:8])}{' ...' if len(styles) > 8 else ''}"
+        if "error" in r:
+            shown = "error: " + r["error"]
+        elif r["any_painting"]:
+            shown = "any painting (--style-image)"
+        else:
+            shown = f"{len(styles)}: {', '.join(styles[:8])}{' ...' if len(styles) > 8 else ''}"
         name = f"{r['name']} (default)" if r.get("default") else r["name"]
         table.add_row(name, r["origin"], shown, str(r.get("default_style") or ""), r["path"])
     Console().print(table)
