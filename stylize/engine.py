@@ -4,7 +4,7 @@ Everything here works on tensors: ``(B, 3, H, W)`` float in ``[0, 1]`` in and ou
 business of :mod:`stylize.pipeline`. :meth:`Engine.forward` routes each call:
 
 - ``tile="off"``: the whole-image pass; ``tile=N``: streamed with N-pixel tiles (:mod:`stylize.tiling`, exact
-  instance-norm statistics); ``tile="auto"``: whole when its estimated peak fits the memory budget
+  instance-norm statistics; smaller ones if a given ``memory_limit`` needs them); ``tile="auto"``: whole when its estimated peak fits the memory budget
   (``memory_limit``, else a share of available RAM or free GPU memory) and streamed otherwise, one image at a time
   when the batch does not fit;
 - on CUDA a pass whose largest tensor exceeds 32-bit indexing streams, and out-of-memory in the whole pass falls back
@@ -93,7 +93,9 @@ class Engine:
         ram_budget = budget if self.device.type != "cuda" else int(tiling.mem_available() * self.tiling_config.ram_share)
         settings = {
             "tile": self.tiling_config.tile if tile == "auto" else tile,
-            "fixed_tile": tile != "auto",
+            "stream_only": tile != "auto",
+            # A tile side given with a memory limit is the largest tile: the limit holds for the whole process.
+            "shrink": tile == "auto" or memory_limit is not None,
             "precision": self.precision,
             "ram_budget": ram_budget,
             "config": self.tiling_config,

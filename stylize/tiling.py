@@ -221,7 +221,8 @@ def decide(
     *,
     batch: int = 1,
     tile: int | None = None,
-    fixed_tile: bool = False,
+    stream_only: bool = False,
+    shrink: bool = True,
     precision: str = "fp32",
     ram_budget: int | None = None,
     max_elements: int | None = None,
@@ -229,7 +230,8 @@ def decide(
 ) -> Decision:
     """Whole when the estimated whole-image peak fits ``budget``; otherwise stream, with the maps in RAM if they fit.
 
-    Unless ``fixed_tile``, the tile is halved (down to ``config.min_tile``) until the streamed estimate fits.
+    ``stream_only`` never chooses the whole pass; ``shrink`` lets the tile be halved (down to ``config.min_tile``) until
+    the streamed estimate fits, else ``tile`` is used as it is.
     ``ram_budget`` bounds where the maps live (host RAM); it defaults to ``budget``, the CPU case.
     ``max_elements`` (CUDA's 32-bit indexing) also streams a pass whose largest tensor would be bigger.
     """
@@ -237,9 +239,9 @@ def decide(
     host = budget if ram_budget is None else ram_budget
     whole = estimate_whole_bytes(generator, height, width, batch, precision)
     indexable = max_elements is None or largest_whole_tensor(generator, height, width, batch) <= max_elements
-    if whole <= budget and indexable and not fixed_tile:
+    if whole <= budget and indexable and not stream_only:
         return Decision("whole", "ram", tile, budget, whole, estimate_stream(generator, height, width, tile))
-    tiles = [tile] if fixed_tile else [t for t in (tile >> i for i in range(8)) if t >= config.min_tile] or [tile]
+    tiles = ([t for t in (tile >> i for i in range(8)) if t >= config.min_tile] or [tile]) if shrink else [tile]
     for storage in ("ram", "disk"):
         dtype = _storage_dtype(generator, storage)
         for size in tiles:

@@ -212,7 +212,7 @@ def one_line_error(result, code=2):
         ("photo", ["photo.png", "out.png", "--style", "starry"], "unknown style"),
         ("photo", ["photo.png", "out.png", "--style", "40"], "out of range"),
         ("photo", ["photo.png", "out.png", "--model", "multistyle62"], "did you mean 'multistyle26'"),
-        ("photo", ["photo.png", "out.png", "--mix", "3:abc"], "bad mix weight"),
+        ("photo", ["photo.png", "out.png", "--mix", "3:abc"], "bad weight 'abc' for '3' in --mix"),
         pytest.param("photo", ["photo.png", "out.png", "--device", "cuda"], "CUDA is not available",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
         ("photo", ["photo.png", "out.png", "--compile", "sometimes"], "unknown compile mode"),

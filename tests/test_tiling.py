@@ -148,8 +148,10 @@ def test_estimator_picks_whole_or_streamed_by_budget():
     tight = tiling.decide(generator, height, width, on_disk.disk_bytes)
     assert (tight.mode, tight.storage) == ("stream", "disk")
     assert tiling.decide(generator, height, width, on_disk.disk_bytes // 2).tile < 512  # smaller tiles when even that is short
-    fixed = tiling.decide(generator, height, width, 10**15, tile=64, fixed_tile=True)
+    fixed = tiling.decide(generator, height, width, 10**15, tile=64, stream_only=True, shrink=False)
     assert (fixed.mode, fixed.tile) == ("stream", 64)
+    largest = tiling.decide(generator, height, width, on_disk.disk_bytes // 2, tile=512, stream_only=True)  # a tile and a limit
+    assert largest.mode == "stream" and largest.tile < 512
 
 
 def test_passes_too_large_for_32_bit_cuda_indexing_stream_whatever_the_budget():
