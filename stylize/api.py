@@ -40,8 +40,7 @@ from stylize.topology import check_size
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 STDIO = "-"
-#: The bundled style predictor of arbitrary-style models.
-PREDICTOR_FILE = "weights/style_predictor.safetensors"
+
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ class Stylizer:
     def embedder(self) -> styles.PaintingEmbedder:
         """The style predictor (bundled), loaded on first use onto this model's device."""
         if self._embedder is None:
-            predictor = load_predictor(bundled_path(PREDICTOR_FILE))
+            predictor = load_predictor(bundled_path(styles.PREDICTOR_FILE))
             self._embedder = styles.PaintingEmbedder(predictor, self.engine.device)
         return self._embedder
 

@@ -256,6 +256,12 @@ def parse_extensions(extensions: str | tuple[str, ...] | None) -> tuple[str, ...
     return parsed
 
 
+#: What each ``init`` trains by default: (trainable, iterations). "random" is Johnson et al.'s recipe; "predicted" is the
+#: best model about 10 minutes of a 2-core laptop CPU make (docs/benchmarks/quality.md); "from" (a from_model given)
+#: trains only the new styles' norm rows, Dumoulin et al.'s recipe, as long as "predicted".
+TRAIN_RECIPES: dict[str, tuple[str, int]] = {"random": ("all", 40_000), "predicted": ("norms", 1_000), "from": ("norms", 1_000)}
+INITS = ("predicted", "random")
+
 #: VGG16 layers the style loss uses by default (Johnson et al.): one per resolution, coarse to fine textures.
 DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -309,8 +315,13 @@ class TrainConfig:
     content_dir: str | None = None
     # Output model file; None: "<first style name>.safetensors" in the current folder.
     out: str | None = None
-    # Optimiser steps; ignored when epochs is set.
-    iterations: int = 40_000
+    # How the network starts: "predicted" (the arbitrary-style network with each painting's predicted norm parameters:
+    # a good model in minutes), or "random" (fresh weights: Johnson et al.'s recipe, many hours on a CPU).
+    init: str = "predicted"
+    # What trains: "norms" (only the conditional-norm gamma/beta rows) or "all". None: the init's recipe (TRAIN_RECIPES).
+    trainable: str | None = None
+    # Optimiser steps; ignored when epochs is set. None: the init's recipe (TRAIN_RECIPES).
+    iterations: int | None = None
     # Passes over the content photos instead of a fixed number of iterations.
     epochs: float | None = None
     # Images per optimiser step across all processes (each of K distributed processes takes batch_size / K).
@@ -319,7 +330,7 @@ class TrainConfig:
     image_size: int = 256
     # Adam learning rate.
     lr: float = 1e-3
-    # Generator size: a key of ARCHITECTURES ("johnson", "small", "dumoulin").
+    # Generator size for init "random": a key of ARCHITECTURES ("johnson", "small", "dumoulin").
     arch: str = "johnson"
     # Existing model to add styles to: only the new styles' gamma/beta rows train (Dumoulin et al.'s fine-tuning).
     from_model: str | None = None

@@ -4,7 +4,8 @@ Everything here works on tensors: ``(B, 3, H, W)`` float in ``[0, 1]`` in and ou
 business of :mod:`stylize.pipeline`. :meth:`Engine.forward` routes each call:
 
 - ``tile="off"``: the whole-image pass; ``tile=N``: streamed with N-pixel tiles (:mod:`stylize.tiling`, exact
-  instance-norm statistics; smaller ones if a given ``memory_limit`` needs them); ``tile="auto"``: whole when its estimated peak fits the memory budget
+  instance-norm statistics; smaller ones if a given ``memory_limit`` needs them); ``tile="auto"``: whole when its
+  estimated peak fits the memory budget
   (``memory_limit``, else a share of available RAM or free GPU memory) and streamed otherwise, one image at a time
   when the batch does not fit;
 - on CUDA a pass whose largest tensor exceeds 32-bit indexing streams, and out-of-memory in the whole pass falls back

@@ -29,6 +29,7 @@ from stylize.decoding import open_image, pixels_of, to_float
 from stylize.errors import StylizeError
 from stylize.files import display_path
 from stylize.modelfile import StyleModel
+from stylize.network import Generator
 from stylize.predictor import StylePredictor, style_code
 
 #: A painting spec: one path, several paths (equal weights), or paths with weights; "a.jpg:0.3" also gives a weight.
@@ -37,6 +38,8 @@ PaintingSpec = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str | o
 MIN_PAINTING_SIDE = 64
 #: Most square crops of a non-square painting whose embeddings are averaged.
 MAX_CROPS = 4
+#: The bundled style predictor of arbitrary-style models, relative to the bundle root.
+PREDICTOR_FILE = "weights/style_predictor.safetensors"
 
 
 def parse_mix(mix: MixSpec) -> dict[str, float]:
@@ -233,20 +236,23 @@ def blended_codes(embedder: PaintingEmbedder, painting: torch.Tensor, strength: 
     return codes
 
 
-def fixed_style_model(model: StyleModel, code: torch.Tensor, name: str, paintings: Mapping[str, float], source: str) -> StyleModel:
-    """An ordinary one-style model: ``model``'s network with its norm tables evaluated at ``code`` (one row each).
-
-    Runs exactly as ``model`` with that code does, on every path (fast path, tiles, export), without the predictor.
-    The file records the paintings by name and SHA-256, never by path.
-    """
-    from stylize.network import Generator
-    from stylize.resources import sha256_of
-
-    generator = Generator(model.config.with_styles(1))
+def generator_for_codes(model: StyleModel, codes: torch.Tensor) -> Generator:
+    """``model``'s network with its norm tables evaluated at each of ``codes`` ``(N, S)``: an ordinary N-style network
+    whose style ``i`` runs exactly as ``model`` with code ``i`` does, without the predictor."""
+    generator = Generator(model.config.with_styles(codes.shape[0]))
     state = {}
     for key, tensor in model.generator.state_dict().items():
-        state[key] = (code.float() @ tensor.float())[None] if key.endswith((".gamma", ".beta")) else tensor  # (1, C) rows
+        state[key] = codes.float() @ tensor.float() if key.endswith((".gamma", ".beta")) else tensor  # (N, S) @ (S, C)
     generator.load_state_dict(state)
+    return generator
+
+
+def fixed_style_model(model: StyleModel, code: torch.Tensor, name: str, paintings: Mapping[str, float], source: str) -> StyleModel:
+    """An ordinary one-style model for the style ``code`` of ``model`` (see :func:`generator_for_codes`); the file records
+    the paintings by name and SHA-256, never by path."""
+    from stylize.resources import sha256_of
+
+    generator = generator_for_codes(model, code[None])
     return StyleModel(
         generator=generator.eval().requires_grad_(False),
         styles=[name],

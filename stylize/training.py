@@ -29,7 +29,7 @@ from torch import nn
 from stylize.catalog import find_model
 from stylize.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from stylize.compilation import COMPILE_MODES
-from stylize.config import ARCHITECTURES, GeneratorConfig, TrainConfig
+from stylize.config import ARCHITECTURES, INITS, TRAIN_RECIPES, GeneratorConfig, TrainConfig
 from stylize.devices import PRECISIONS, autocast_dtype, resolve_device
 from stylize.distributed import Launch
 from stylize.errors import EXIT_FAILURE, StylizeError
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 130
 #: Held-out photos for previews: at most this many, and only when the set has 20 photos per held-out one.
 MAX_HELD_OUT = 4
+#: The arbitrary-style network that init "predicted" starts from.
+ARBITRARY_MODEL = "arbitrary"
 
 
 @dataclass
@@ -73,11 +75,15 @@ def check_config(config: TrainConfig) -> None:
         raise StylizeError("no `style` image given", "pass `style=IMAGE` (or a bundled name such as starry_night)")
     if config.arch not in ARCHITECTURES:
         raise StylizeError(f"unknown architecture {config.arch!r}", f"use `arch` {', '.join(ARCHITECTURES)}")
+    if config.init not in INITS:
+        raise StylizeError(f"unknown init {config.init!r}", f"use `init` {', '.join(INITS)}")
+    if config.trainable not in (None, "norms", "all"):
+        raise StylizeError(f"unknown trainable {config.trainable!r}", "use `trainable` norms or all")
     if config.precision not in PRECISIONS:
         raise StylizeError(f"unknown precision {config.precision!r}", f"use `precision` {', '.join(PRECISIONS)}")
     if config.compile not in COMPILE_MODES:
         raise StylizeError(f"unknown compile mode {config.compile!r}", f"use `compile` {', '.join(COMPILE_MODES)}")
-    positive = {"iterations": config.iterations, "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
+    positive = {"iterations": recipe(config)[2], "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
     positive["log_every"] = config.log_every
     for name, value in positive.items():
         if value < 1:
@@ -116,14 +122,24 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt")
 
 
-def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Generator, list[str], int]:
-    """A fresh generator for the styles, or ``--from``'s model with new gamma/beta rows appended.
+def recipe(config: TrainConfig) -> tuple[str, str, int]:
+    """``(start, trainable, iterations)`` of a run: start is "from" (a from_model given), "predicted" or "random"; unset
+    fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`)."""
+    start = "from" if config.from_model is not None else config.init
+    trainable, iterations = TRAIN_RECIPES[start]
+    return start, config.trainable or trainable, config.iterations if config.iterations is not None else iterations
 
-    Returns the generator, all style names, and the index of the first style being trained.
+
+def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Generator, list[str], int]:
+    """The generator a run starts from: fresh weights, the arbitrary-style network with each painting's predicted norm
+    rows, or ``from_model`` with new rows appended. Returns it, all style names, and the index of the first new style.
     """
-    if config.from_model is None:
+    start = recipe(config)[0]
+    if start == "random":
         generator = Generator(ARCHITECTURES[config.arch].with_styles(len(style_names)))
         return generator, list(style_names), 0
+    if start == "predicted":
+        return predicted_generator(config.style), list(style_names), 0
     base = load_model(find_model(config.from_model))  # a path or a model name ("multistyle26")
     if base.embedding_size:
         raise StylizeError(f"{config.from_model} is an arbitrary-style network; styles cannot be added to it", "use another `from_model`")
@@ -142,8 +158,22 @@ def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Genera
     return generator, [*base.styles, *style_names], old
 
 
-def trainable_parameters(generator: Generator, first_new_style: int) -> list[nn.Parameter]:
-    """The parameters to optimise; with ``--from`` only the gamma/beta tables, the old rows' gradients zeroed.
+def predicted_generator(paintings: tuple[str, ...]) -> Generator:
+    """The bundled arbitrary-style network with one norm-table row per painting, its predicted style (Ghiasi et al.)."""
+    from stylize.predictor import load_predictor, style_code
+    from stylize.resources import bundled_path
+    from stylize.styles import PREDICTOR_FILE, PaintingEmbedder, generator_for_codes
+    from stylize.training_data import resolve_style
+
+    arbitrary = load_model(find_model(ARBITRARY_MODEL))
+    embedder = PaintingEmbedder(load_predictor(bundled_path(PREDICTOR_FILE)), torch.device("cpu"))
+    codes = torch.stack([style_code(embedder.painting(str(resolve_style(spec)))) for spec in paintings])
+    return generator_for_codes(arbitrary, codes)
+
+
+def trainable_parameters(generator: Generator, first_new_style: int, norms_only: bool = False) -> list[nn.Parameter]:
+    """The parameters to optimise: all, or with ``norms_only`` the gamma/beta tables; with ``from_model`` only the new
+    rows of the tables (the old rows' gradients zeroed).
 
     Conv biases directly followed by instance norm are frozen: the norm subtracts them again, so their true gradient
     is zero and what backward returns is rounding noise, which Adam would scale up to steps of size ``lr`` (and
@@ -153,14 +183,15 @@ def trainable_parameters(generator: Generator, first_new_style: int) -> list[nn.
     for module in generator.modules():
         if isinstance(module, ConvNormAct) and module.norm is not None and module.conv.bias is not None:
             module.conv.bias.requires_grad_(False)
-    if first_new_style == 0:
+    if first_new_style == 0 and not norms_only:
         return [parameter for parameter in generator.parameters() if parameter.requires_grad]
     tables = []
     for name, parameter in generator.named_parameters():
         if name.endswith((".gamma", ".beta")):
             mask = torch.zeros_like(parameter)
             mask[first_new_style:] = 1.0
-            parameter.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
+            if first_new_style:
+                parameter.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
             tables.append(parameter)
         else:
             parameter.requires_grad_(False)
@@ -330,8 +361,9 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
     if launch.is_main:  # what a killed run of this model left: a half-written checkpoint or model file
         remove_stale_temporaries_of(out)
         remove_stale_temporaries_of(ckpt_path)
+    start, trainable, iterations = recipe(config)
     generator.to(device=device, memory_format=torch.channels_last)
-    parameters = trainable_parameters(generator, first_new)
+    parameters = trainable_parameters(generator, first_new, norms_only=trainable == "norms")
 
     vgg = load_vgg16(config.loss_net, config.vgg_weights).to(device=device, memory_format=torch.channels_last)
     loss_fn = PerceptualLoss(vgg, config.loss)
@@ -340,7 +372,7 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
     autocast = autocast_dtype(config.precision, device)
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
-    total_steps = config.iterations
+    total_steps = iterations
     if config.epochs is not None:
         total_steps = max(1, math.ceil(config.epochs * len(photos) / config.batch_size))
 
@@ -362,6 +394,9 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
             log.info("compiling generator and loss network (about a minute before the first step)")
     settings = {
         **config.to_dict(),
+        "start": start,
+        "trainable": trainable,
+        "iterations": iterations,
         "style": [Path(spec).name for spec in config.style],  # names, never this machine's paths
         "precision_used": str(autocast).removeprefix("torch.") if autocast else "float32",
         "world_size": launch.world_size,
@@ -382,6 +417,9 @@ def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[i
         run.photos, config.image_size, config.batch_size, run.num_styles - run.first_new, config.seed, run.first_new,
         launch.rank, launch.world_size,
     )  # fmt: skip
+    if launch.is_main:
+        seconds = _step_seconds(run, stream) if launch.world_size == 1 and run.start_step < run.total_steps else None
+        log.info("%s", plan_text(run, seconds))
     batches = _batches(stream, run.start_step, run.total_steps, config.workers, run.device)
     log_file = Path(config.log).open("a") if (config.log and launch.is_main) else None
     step = run.start_step
@@ -428,6 +466,46 @@ def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[i
         if log_file is not None:
             log_file.close()
     return step, last_terms
+
+
+def plan_text(run: _Run, step_seconds: float | None) -> str:
+    """One line saying what the run will do, and how long it should take here."""
+    start, trainable, _ = recipe(run.config)
+    begin = {"predicted": "the predicted style", "random": "random weights", "from": f"{Path(run.config.from_model or '').name}"}[start]
+    steps = run.total_steps - run.start_step
+    text = (
+        f"plan: {steps} steps of {run.config.batch_size} crops of {run.config.image_size} px from {len(run.photos)} photos, "
+        f"starting from {begin}, training {'the norm parameters' if trainable == 'norms' else 'every layer'}"
+    )
+    if step_seconds is not None:
+        text += f"; about {_duration(steps * step_seconds)} on this machine ({step_seconds:.2f} s a step)"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _step_seconds(run: _Run, stream: ContentStream) -> float:
+    """Seconds one step takes, from a timed forward and backward pass on the run's first batch (the second of two: the
+    first pays for kernel set-up). Nothing is updated: the gradients are dropped, and the data position is untouched."""
+    images, style_index = stream[run.start_step]
+    images = images.to(run.device).contiguous(memory_format=torch.channels_last)
+    style_index = style_index.to(run.device)
+    seconds = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        terms = compute_losses(run.model, run.loss_fn, images, style_index, run.num_styles, run.first_new, run.autocast)
+        run.scaler.scale(terms.total).backward()
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        seconds = time.perf_counter() - started
+        run.optimizer.zero_grad(set_to_none=True)
+    return seconds
 
 
 def _reduced_terms(terms: LossTerms, launch: Launch) -> tuple[float, float, float]:

@@ -53,8 +53,8 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path
 
 
 def write_stripes(path: Path, vertical: bool, colour: tuple[int, int, int]) -> Path:
-    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
-    stripes = (np.arange(32) // 4) % 2 == 0
+    pixels = np.zeros((64, 64, 3), dtype=np.uint8)  # large enough for the style predictor too
+    stripes = (np.arange(64) // 4) % 2 == 0
     if vertical:
         pixels[:, stripes] = colour
     else:
@@ -85,6 +85,7 @@ def tiny_config(data: dict[str, Path], out: Path, **changes) -> TrainConfig:
         iterations=6,
         batch_size=2,
         image_size=32,
+        init="random",
         arch="small",
         device="cpu",
         precision="fp32",  # bit-exact comparisons need one code path
@@ -201,19 +202,18 @@ def test_clear_errors_for_bad_input(data: dict[str, Path], tmp_path: Path) -> No
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = {"n": 0}
+    steps_done = []
     original = PerceptualLoss.forward
 
     def poisoned(self, generated, content, style_index):
-        calls["n"] += 1
         terms = original(self, generated, content, style_index)
-        if calls["n"] == 3:
+        if len(steps_done) == 2:  # the third step's loss
             terms.style = terms.style * float("nan")
         return terms
 
     monkeypatch.setattr(PerceptualLoss, "forward", poisoned)
     with pytest.raises(StylizeError, match="loss became nan at step 3.*step 2") as caught:
-        train(tiny_config(data, tmp_path / "m.safetensors", checkpoint_every=2))
+        train(tiny_config(data, tmp_path / "m.safetensors", checkpoint_every=2), on_step=steps_done.append)
     assert caught.value.exit_code == 1
     assert load_checkpoint(tmp_path / "m.ckpt")["step"] == 2
     assert not (tmp_path / "m.safetensors").exists()
@@ -324,7 +324,7 @@ def test_cli_train_flags_are_the_config_fields() -> None:
         for item in dataclasses.fields(cls):
             if item.name not in ("loss", "from_model"):
                 assert "--" + item.name.replace("_", "-") in text, item.name
-    assert "--from" in text and "Adam learning rate." in text and "[default: 40000]" in " ".join(text.split())
+    assert "--from" in text and "Adam learning rate." in text and "[default: 0.001]" in " ".join(text.split())
 
 
 def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: Path) -> None:
@@ -380,3 +380,27 @@ def test_stale_temporaries_of_this_model_are_removed_and_no_others(data: dict[st
     train(tiny_config(data, out, iterations=1))
     assert not any(path.exists() for path in stale)
     assert all(path.exists() for path in keep)
+
+
+def test_predicted_init_starts_from_the_paintings_predicted_style(data: dict[str, Path], tmp_path: Path) -> None:
+    """init "predicted": the arbitrary-style network with the painting's predicted norm rows, before any real step."""
+    from stylize.api import Stylizer
+
+    out = train(tiny_config(data, tmp_path / "p.safetensors", init="predicted", iterations=1, lr=1e-12))
+    photo = torch.rand(1, 3, 40, 48)
+    trained = Stylizer.load(out, device="cpu", precision="fp32").apply(photo)
+    predicted = Stylizer.load("arbitrary", device="cpu", precision="fp32").apply(photo, style_image=str(data["style_a"]))
+    assert (trained - predicted).abs().max().item() < 1e-4
+
+
+def test_predicted_init_trains_only_the_norm_rows_by_default(data: dict[str, Path], tmp_path: Path) -> None:
+    from stylize.catalog import find_model
+
+    out = train(tiny_config(data, tmp_path / "n.safetensors", init="predicted", iterations=2, lr=1e-2))
+    before, after = weights(find_model("arbitrary")), weights(out)
+    tables = [key for key in after if key.endswith((".gamma", ".beta"))]
+    assert tables and all(not torch.equal(after[key], before[key][:1]) for key in tables[:3])
+    assert all(torch.equal(after[key], before[key]) for key in after if key not in tables)
+    everything = weights(train(tiny_config(data, tmp_path / "a.safetensors", init="predicted", trainable="all", iterations=2)))
+    assert not torch.equal(everything["head.conv.weight"], before["head.conv.weight"])
+    assert load_model(out).training["start"] == "predicted" and load_model(out).training["trainable"] == "norms"
