@@ -584,14 +584,14 @@ def killed_mid_batch(folder: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- training (issue 4)
 
-TRAIN = ("train", "--style", "style.png", "--content-dir", "content", "--out", "m.safetensors", "--arch", "small",
+TRAIN = ("train", "--style", "style.png", "--content-dir", "content", "--out", "m.safetensors",
          "--image-size", "32", "--style-size", "40", "--batch-size", "1", "--workers", "0", "--preview-every", "0")  # fmt: skip
 TRAIN_STEPS = 16
 
 
 def training_inputs(folder: Path) -> None:
     photos("content/c0.png", "content/c1.png", "content/sub/c2.jpg", size=(40, 32))(folder)
-    picture(40, 32, seed=9).save(folder / "style.png")
+    picture(64, 64, seed=9).save(folder / "style.png")  # the default init predicts its style: 64 px a side at least
 
 
 def checkpoint_step(folder: Path) -> int:

@@ -9,12 +9,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from stylize.config import FolderOptions
 from stylize.distributed import Launch
+from stylize.files import display_path
 from stylize.folder_run import FileRecord, FolderSummary
 
 
@@ -46,7 +48,7 @@ def apply_folder(
             def on_progress(total: int, record: FileRecord | None) -> None:
                 progress.update(task, total=total, advance=0 if record is None else 1)
                 if record is not None and record.status == "failed":
-                    progress.console.print(f"[red]failed[/red] {record.input}: {record.reason}", markup=True, highlight=False)
+                    progress.console.print(f"[red]failed[/red] {escape(display_path(record.input))}: {escape(record.reason or '')}", markup=True)
 
             summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report)
     else:
@@ -56,8 +58,8 @@ def apply_folder(
             if record is None or not show:
                 return
             count[0] += 1
-            line = f"[{count[0]}/{total}] {record.status} {record.input}"
-            line += f" -> {record.output} ({record.seconds:.2f} s)" if record.status == "done" else f": {record.reason}"
+            line = f"[{count[0]}/{total}] {record.status} {display_path(record.input)}"
+            line += f" -> {display_path(record.output)} ({record.seconds:.2f} s)" if record.status == "done" else f": {record.reason}"
             print(line, file=sys.stderr, flush=True)
 
         summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report)
@@ -87,4 +89,4 @@ def _print_summary(summary: FolderSummary, world: int) -> None:
     if summary.failures:  # plain lines, not a table: long paths stay whole and can be copied
         out.print(f"[bold red]{summary.failed} failed:[/bold red]", markup=True)
         for record in summary.failures:
-            out.print(f"  {record.input}: {record.reason}", markup=False)
+            out.print(f"  {display_path(record.input)}: {record.reason}", markup=False)
