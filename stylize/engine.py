@@ -29,7 +29,7 @@ from stylize.devices import DTYPES
 from stylize.errors import EXIT_FAILURE, StylizeError
 from stylize.fastpath import PreparedGenerator
 from stylize.network import Generator
-from stylize.topology import check_size, style_weights
+from stylize.topology import NormStatistics, check_size, style_weights
 
 #: CUDA kernels of several ops (reflection pad, nearest upsampling) index with 32-bit integers and refuse larger
 #: tensors ("input tensor must fit into 32-bit index math"); seen at 8192x8192 on an H200 (docs/gpu.md).
@@ -79,14 +79,24 @@ class Engine:
     # -- routing ------------------------------------------------------------------------------------------------
 
     def forward(
-        self, images: torch.Tensor, weights: torch.Tensor | None, tile: TileSetting = "auto", memory_limit: int | None = None
+        self,
+        images: torch.Tensor,
+        weights: torch.Tensor | None,
+        tile: TileSetting = "auto",
+        memory_limit: int | None = None,
+        statistics: NormStatistics | None = None,
     ) -> torch.Tensor:
-        """Stylize ``images`` (B, 3, H, W) in [0, 1] with style ``weights`` (S,) or (B, S); float32 result on the CPU."""
+        """Stylize ``images`` (B, 3, H, W) in [0, 1] with style ``weights`` (S,) or (B, S); float32 result on the CPU.
+
+        ``statistics`` replaces each image's own instance-norm statistics (video frames; see
+        :class:`~stylize.topology.NormStatistics`); such calls run eagerly, and a batch that has to be streamed goes
+        one image at a time in order.
+        """
         batch, _, height, width = images.shape
         check_size(height, width)
         if tile == "off":
             try:
-                return self.run_whole(images, weights)
+                return self.run_whole(images, weights, statistics)
             except torch.OutOfMemoryError:
                 raise self._out_of_memory(width, height) from None
         budget = memory_limit if memory_limit is not None else self.available_memory()
@@ -105,7 +115,7 @@ class Engine:
         generator = self.generator
         if tiling.decide(generator, height, width, budget, batch=batch, **settings).mode == "whole":
             try:
-                return self._whole_within_limits(images, weights)
+                return self._whole_within_limits(images, weights, statistics)
             except _DEVICE_LIMITS:
                 torch.cuda.empty_cache()
         outputs = []
@@ -115,13 +125,13 @@ class Engine:
             decision = tiling.decide(generator, height, width, budget, **settings)
             if decision.mode == "whole" and batch > 1:
                 try:
-                    outputs.append(self._whole_within_limits(image, one_weights))
+                    outputs.append(self._whole_within_limits(image, one_weights, statistics))
                     continue
                 except _DEVICE_LIMITS:
                     torch.cuda.empty_cache()
             if decision.mode == "whole":
                 decision = tiling.decide(generator, height, width, 0, **settings)  # a zero budget always streams
-            outputs.append(self._stream(image, one_weights, decision))
+            outputs.append(self._stream(image, one_weights, decision, statistics))
         return torch.cat(outputs)
 
     def available_memory(self) -> int:
@@ -138,22 +148,24 @@ class Engine:
             exit_code=EXIT_FAILURE
         )
 
-    def _whole_within_limits(self, images: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    def _whole_within_limits(self, images: torch.Tensor, weights: torch.Tensor | None, statistics: NormStatistics | None) -> torch.Tensor:
         """The whole pass, turning CUDA's 32-bit index refusal into :class:`_IndexLimitError` for the caller to stream."""
         try:
-            return self.run_whole(images, weights)
+            return self.run_whole(images, weights, statistics)
         except RuntimeError as exc:
             if "32-bit index" in str(exc):  # max_elements should prevent this; an op we did not foresee may still hit it
                 raise _IndexLimitError(str(exc)) from exc
             raise
 
-    def _stream(self, image: torch.Tensor, weights: torch.Tensor | None, decision: tiling.Decision) -> torch.Tensor:
+    def _stream(
+        self, image: torch.Tensor, weights: torch.Tensor | None, decision: tiling.Decision, statistics: NormStatistics | None
+    ) -> torch.Tensor:
         tile = decision.tile
         while True:
             try:
                 return tiling.stream_forward(
                     self.generator, image, weights, tile=tile, storage=decision.storage, precision=self.precision,
-                    device=self.device, temp_dir=self.tiling_config.temp_dir,
+                    device=self.device, temp_dir=self.tiling_config.temp_dir, statistics=statistics,
                 )  # fmt: skip
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
@@ -163,11 +175,14 @@ class Engine:
 
     # -- the whole-image pass -------------------------------------------------------------------------------------
 
-    def run_whole(self, images: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    def run_whole(self, images: torch.Tensor, weights: torch.Tensor | None, statistics: NormStatistics | None = None) -> torch.Tensor:
         """The whole-image pass; lets ``torch.OutOfMemoryError`` through for :meth:`forward` to stream instead."""
         images = images.to(self.device, non_blocking=True)
         with torch.inference_mode(), self._conv_precision():
-            out = self._run_prepared(images, weights) if self.optimize else self._run_reference(images, weights)
+            if self.optimize:
+                out = self._run_prepared(images, weights, statistics)
+            else:
+                out = self._run_reference(images, weights, statistics)
         return out.float().cpu()
 
     def _conv_precision(self) -> contextlib.AbstractContextManager:
@@ -177,16 +192,18 @@ class Engine:
         cudnn = torch.backends.cudnn
         return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False)
 
-    def _run_reference(self, images: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    def _run_reference(self, images: torch.Tensor, weights: torch.Tensor | None, statistics: NormStatistics | None) -> torch.Tensor:
         if self.precision == "fp32":
-            return self.generator(images, weights)
+            return self.generator(images, weights, statistics)
         with torch.autocast(self.device.type, dtype=DTYPES[self.precision]):
-            return self.generator(images, weights)
+            return self.generator(images, weights, statistics)
 
-    def _run_prepared(self, images: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    def _run_prepared(self, images: torch.Tensor, weights: torch.Tensor | None, statistics: NormStatistics | None) -> torch.Tensor:
         prepared = self.prepared
         batch, _, height, width = images.shape
         affine = prepared.mixed_affine(style_weights(weights, self.generator.config.num_styles, batch, images.device))
+        if statistics is not None:  # given statistics: eager (the compiled graph is the plain network's)
+            return prepared.core(images, affine, height, width, statistics)
         shape = tuple(images.shape)
         compiled = self.compile_policy.compiled_for(shape)
         core = compiled or prepared.core

@@ -30,9 +30,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from stylize.kernels import WIDE_CHANNELS, instance_norm_, phase_reflect_pad, phase_unview, phase_view, reflect_pad
+from stylize.kernels import (
+    WIDE_CHANNELS,
+    channel_statistics,
+    instance_norm_,
+    normalize_with_,
+    phase_reflect_pad,
+    phase_unview,
+    phase_view,
+    reflect_pad,
+)
 from stylize.network import Generator
-from stylize.topology import AddSkip, Conv, SaveSkip, check_size, feeds_only_next_conv, pad_input, style_weights, to_pixels
+from stylize.topology import AddSkip, Conv, NormStatistics, SaveSkip, check_size, feeds_only_next_conv, pad_input, style_weights, to_pixels
 
 
 @dataclass
@@ -230,8 +239,9 @@ class PreparedGenerator:
         affine = self.mixed_affine(style_weights(weights, self.config.num_styles, batch, images.device))
         return self.core(images, affine, height, width)
 
-    def core(self, images: torch.Tensor, affine: dict, height: int, width: int) -> torch.Tensor:
-        """The network proper on prepared inputs: a pure tensor function, the part :func:`torch.compile` sees."""
+    def core(self, images: torch.Tensor, affine: dict, height: int, width: int, statistics: NormStatistics | None = None) -> torch.Tensor:
+        """The network proper on prepared inputs: a pure tensor function, the part :func:`torch.compile` sees.
+        ``statistics`` replaces the images' own instance-norm statistics (see :class:`~stylize.topology.NormStatistics`)."""
         x = pad_input(images.to(self.dtype), self.config)
         skip = x
         relu_pending = False  # x still needs the previous layer's ReLU
@@ -242,7 +252,7 @@ class PreparedGenerator:
                 x = x.add_(skip)
             else:
                 defer = step.relu and feeds_only_next_conv(self.plan, index)
-                x = self.run_step(self._by_index[index], affine[step.name], x, relu_pending, defer)
+                x = self.run_step(self._by_index[index], affine[step.name], x, relu_pending, defer, statistics)
                 relu_pending = defer
         x = x[:, :, :height, :width].float()
         return to_pixels(x, self.config, inplace=True)
@@ -254,6 +264,7 @@ class PreparedGenerator:
         x: torch.Tensor,
         relu_input: bool = False,
         defer_relu: bool = False,
+        statistics: NormStatistics | None = None,
     ) -> torch.Tensor:
         """One conv step, the substitute of the reference's ``generator.layer(layer.step)``. ``affine`` is this step's
         entry of :meth:`mixed_affine`; ``relu_input``: ``x`` still needs the previous layer's ReLU; ``defer_relu``:
@@ -285,8 +296,15 @@ class PreparedGenerator:
             if step.pad:
                 x = reflect_pad(x, step.pad, relu=relu_input)
             x = F.conv2d(x, layer.weight, layer.bias, stride=step.stride)
-        if affine is not None and layer.phases and layer.layout == "subpixel":
-            x = phase_unview(instance_norm_(phase_view(x), affine[0], affine[1], layer.eps), x)
-        elif affine is not None:
-            x = instance_norm_(x, affine[0], affine[1], layer.eps)
+        if affine is not None:
+            phases = layer.phases and layer.layout == "subpixel"
+            view = phase_view(x) if phases else x
+            if statistics is None:
+                view = instance_norm_(view, affine[0], affine[1], layer.eps)
+            else:
+                batch, channels = view.shape[:2]
+                mean, var = statistics(step.name, *channel_statistics(view))
+                gamma, beta = affine[0].view(batch, channels), affine[1].view(batch, channels)
+                view = normalize_with_(view, mean, var, gamma, beta, layer.eps)
+            x = phase_unview(view, x) if phases else view
         return F.relu_(x) if step.relu and not defer_relu else x

@@ -254,3 +254,19 @@ def instance_norm_(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps
         return x
     y = F.batch_norm(x.reshape(1, batch * channels, height, width), None, None, gamma, beta, True, 0.0, eps)
     return y.reshape(batch, channels, height, width)
+
+
+def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-channel mean and biased variance ``(B, C)`` float32 of ``x`` ``(B, C, H, W)`` (any layout)."""
+    var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0)
+    return mean, var
+
+
+def normalize_with_(
+    x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` with given ``(B, C)`` statistics and affine, in place on ``x``
+    (any layout; the per-channel factors broadcast over H and W)."""
+    scale = gamma * torch.rsqrt(var + eps)  # (B, C)
+    shift = beta - mean * scale
+    return x.mul_(scale.to(x.dtype)[:, :, None, None]).add_(shift.to(x.dtype)[:, :, None, None])

@@ -18,7 +18,7 @@ from torch import nn
 
 from stylize import kernels, topology
 from stylize.config import GeneratorConfig
-from stylize.topology import AddSkip, Conv, SaveSkip, check_size, generator_plan, pad_input, to_pixels
+from stylize.topology import AddSkip, Conv, NormStatistics, SaveSkip, check_size, generator_plan, pad_input, to_pixels
 
 
 def instance_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -47,10 +47,15 @@ class ConditionalInstanceNorm2d(nn.Module):
         self.gamma = nn.Parameter(torch.ones(num_styles, channels))
         self.beta = nn.Parameter(torch.zeros(num_styles, channels))
 
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style_weights: torch.Tensor, statistics: tuple[str, NormStatistics] | None = None) -> torch.Tensor:
+        """``statistics``: a layer name and a hook that gives the statistics to normalise with (see NormStatistics)."""
         # style_weights (B, S) @ table (S, C) -> (B, C), broadcast over H and W.
         gamma = style_weights @ self.gamma.to(style_weights.dtype)
         beta = style_weights @ self.beta.to(style_weights.dtype)
+        if statistics is not None:
+            name, hook = statistics
+            mean, var = hook(name, *kernels.channel_statistics(x))
+            return kernels.normalize_with_(x.float().clone(), mean, var, gamma.float(), beta.float(), self.eps).to(x.dtype)
         return instance_norm(x, gamma, beta, self.eps)
 
 
@@ -77,7 +82,7 @@ class ConvNormAct(nn.Module):
             )
         self.norm = ConditionalInstanceNorm2d(step.out_channels, config.num_styles, config.norm_eps) if step.norm else None
 
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style_weights: torch.Tensor, statistics: NormStatistics | None = None) -> torch.Tensor:
         if self.step.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         if kernels.uses_cpu_channels_last_path(x) and not self.step.transposed:
@@ -87,7 +92,7 @@ class ConvNormAct(nn.Module):
         else:
             x = self.conv(x)
         if self.norm is not None:
-            x = self.norm(x, style_weights)
+            x = self.norm(x, style_weights, None if statistics is None else (self.step.name, statistics))
         return F.relu(x) if self.step.relu else x
 
 
@@ -123,7 +128,8 @@ class Generator(nn.Module):
         """The module that holds ``step``'s weights."""
         return self.get_submodule(step.name)
 
-    def forward(self, images: torch.Tensor, style_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, style_weights: torch.Tensor | None = None, statistics: NormStatistics | None = None) -> torch.Tensor:
+        """``statistics`` replaces the images' own instance-norm statistics (see :class:`~stylize.topology.NormStatistics`)."""
         batch, _, height, width = images.shape
         check_size(height, width)
         weights = topology.style_weights(style_weights, self.config.num_styles, batch, images.device)
@@ -135,6 +141,6 @@ class Generator(nn.Module):
             elif isinstance(step, AddSkip):
                 x = x + skip
             else:
-                x = self.layer(step)(x, weights)
+                x = self.layer(step)(x, weights, statistics)
         return to_pixels(x[:, :, :height, :width], self.config)
 

@@ -34,7 +34,7 @@ from stylize import topology
 from stylize.config import TilingConfig
 from stylize.devices import DTYPES
 from stylize.network import Generator
-from stylize.topology import AddSkip, Conv, SaveSkip, check_size, padded_size, to_pixels
+from stylize.topology import AddSkip, Conv, NormStatistics, SaveSkip, check_size, padded_size, to_pixels
 
 # Calibration of the whole-image estimate: bytes live per byte of a layer's output at its peak (conv output,
 # instance_norm result, the gamma product and oneDNN's blocked-layout copies), measured as peak RSS on the CPU.
@@ -329,11 +329,14 @@ def stream_forward(
     precision: str = "fp32",
     device: torch.device | str | None = None,
     temp_dir: str | os.PathLike | None = None,
+    statistics: NormStatistics | None = None,
 ) -> torch.Tensor:
     """Stylize one image ``(1, 3, H, W)`` in ``[0, 1]`` layer by layer in tiles; returns ``(1, 3, H, W)`` float32 on the CPU.
 
     ``storage`` is ``"ram"`` or ``"disk"`` (temporary files under ``temp_dir``, removed even on errors);
-    :func:`decide` chooses it. ``precision`` runs the convs under autocast as the engine does.
+    :func:`decide` chooses it. ``precision`` runs the convs under autocast as the engine does. ``statistics`` gets each
+    layer's exact whole-image statistics and gives those to normalise with (see
+    :class:`~stylize.topology.NormStatistics`).
     """
     if image.dim() != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"stream_forward takes one image (1, 3, H, W), got {tuple(image.shape)}")
@@ -344,7 +347,7 @@ def stream_forward(
     weights = topology.style_weights(style_weights, generator.config.num_styles, 1, device)
     context = tempfile.TemporaryDirectory(prefix="stylize-tiles-", dir=temp_dir) if storage == "disk" else nullcontext(None)
     with context as folder, torch.inference_mode():
-        streamer = _Streamer(generator, weights, tile, device, precision, folder, _storage_dtype(generator, storage))
+        streamer = _Streamer(generator, weights, tile, device, precision, folder, _storage_dtype(generator, storage), statistics)
         try:
             return streamer.run(image.detach().float().cpu())
         finally:
@@ -354,8 +357,11 @@ def stream_forward(
 class _Streamer:
     """One streamed pass: walks the generator's plan, keeping each layer's whole-image map in RAM or a file."""
 
-    def __init__(self, generator: Generator, weights: torch.Tensor, tile: int, device: torch.device, precision: str, folder, dtype) -> None:
+    def __init__(
+        self, generator: Generator, weights: torch.Tensor, tile: int, device: torch.device, precision: str, folder, dtype, statistics=None
+    ) -> None:
         self.generator, self.weights, self.tile, self.device = generator, weights, tile, device
+        self.statistics = statistics
         self.autocast = None if precision == "fp32" else DTYPES[precision]
         self.folder = Path(folder) if folder else None
         self.dtype = dtype
@@ -480,7 +486,12 @@ class _Streamer:
         norm = self.generator.layer(step).norm
         gamma = (self.weights @ norm.gamma.to(self.weights.dtype))[0].double().cpu()
         beta = (self.weights @ norm.beta.to(self.weights.dtype))[0].double().cpu()
-        mean, factor = stats.normaliser(gamma, norm.eps)
+        mean, var = stats.mean, stats.m2 / stats.count  # (C,) float64, the whole image's
+        if self.statistics is not None:
+            given = self.statistics(step.name, mean.float()[None], var.float()[None])
+            mean, var = given[0][0].double(), given[1][0].double()
+        factor = (gamma / torch.sqrt(var + norm.eps)).float()[None, :, None]
+        mean = mean.float()[None, :, None]
         shift = beta.float()[None, :, None]
         # Strips of at most ~64 MB in float32: pointwise work needs no halo.
         rows = max(1, min(self.tile, _FINISH_STRIP_BYTES // (stored.channels * stored.width * 4)))
@@ -521,8 +532,3 @@ class _Stats:
         self.mean += delta * count / total
         self.m2 += var * count + delta**2 * self.count * count / total
         self.count = total
-
-    def normaliser(self, gamma: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mean`` and ``gamma / sqrt(var + eps)``, each ``(1, C, 1)`` to broadcast over ``(h, C, W)`` rows."""
-        factor = gamma / torch.sqrt(self.m2 / self.count + eps)
-        return self.mean.float()[None, :, None], factor.float()[None, :, None]

@@ -18,6 +18,7 @@ reflection-pad the input to a multiple of :data:`SIZE_MULTIPLE` (:func:`pad_inpu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,17 @@ class AddSkip:
 
 
 Step = Conv | SaveSkip | AddSkip
+
+
+class NormStatistics(Protocol):
+    """What an executor's instance norms normalise with, when not each image's own statistics (video frames).
+
+    Called once per normalised step with that step's ``name`` and the batch's own per-image, per-channel ``mean`` and
+    biased ``var`` ``(B, C)`` float32; returns the ``(B, C)`` mean and variance to use instead. Every executor (reference,
+    fast path, tiled streamer) calls it at the same points with the same statistics, up to float rounding.
+    """
+
+    def __call__(self, name: str, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def generator_plan(config: GeneratorConfig) -> tuple[Step, ...]:
