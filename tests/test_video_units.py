@@ -1,0 +1,48 @@
+"""stylize.video's parts one by one: orientation, colour, sizes, packet files, threads, the work folder, PyAV missing."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+
+from stylize.video.colour import RANGE_FULL, RANGE_LIMITED, resolve_colour
+from stylize.video.orientation import from_display_matrix, from_rotate_tag
+
+
+def display_matrix(counterclockwise: float, hflip: bool = False) -> bytes:
+    """FFmpeg's av_display_rotation_set(-counterclockwise), optionally then av_display_matrix_flip(hflip)."""
+    radians = math.radians(counterclockwise)
+    c, s = math.cos(radians), math.sin(radians)
+    m = [round(c * 65536), round(-s * 65536), 0, round(s * 65536), round(c * 65536), 0, 0, 0, 1 << 30]
+    if hflip:
+        m[0], m[3] = -m[0], -m[3]  # negate the first column
+    return struct.pack("=9i", *m)
+
+
+def test_display_matrix_turns_pixels_as_ffmpeg_shows_them() -> None:
+    coded = np.arange(6).reshape(2, 3, 1)  # [[0 1 2] [3 4 5]]
+    turned = {
+        0: [[0, 1, 2], [3, 4, 5]],
+        90: [[2, 5], [1, 4], [0, 3]],  # shown turned a quarter counterclockwise
+        180: [[5, 4, 3], [2, 1, 0]],
+        270: [[3, 0], [4, 1], [5, 2]],
+    }
+    for degrees, expected in turned.items():
+        orientation = from_display_matrix(display_matrix(degrees))
+        assert orientation.apply(coded)[..., 0].tolist() == expected, degrees
+        assert orientation.upright_size(3, 2) == ((2, 3) if degrees in (90, 270) else (3, 2))
+    assert from_display_matrix(display_matrix(0, hflip=True)).apply(coded)[..., 0].tolist() == [[2, 1, 0], [5, 4, 3]]
+    assert from_rotate_tag("90").apply(coded)[..., 0].tolist() == turned[270]  # the old tag counts clockwise
+    assert from_display_matrix(b"").steps == () and from_rotate_tag("sideways").steps == ()
+
+
+def test_colour_guesses_like_players() -> None:
+    hd = resolve_colour(2, 0, 2, 2, pix_fmt="yuv420p", is_rgb=False, width=1920, height=1080)
+    sd = resolve_colour(None, None, None, None, pix_fmt="yuv420p", is_rgb=False, width=720, height=576)
+    jpeg = resolve_colour(5, 0, 5, 6, pix_fmt="yuvj420p", is_rgb=False, width=640, height=480)
+    assert (hd.matrix, hd.range, hd.guessed) == (1, RANGE_LIMITED, True)
+    assert (sd.matrix, sd.sws_colorspace, sd.guessed) == (6, 5, True)
+    assert (jpeg.matrix, jpeg.range, jpeg.primaries, jpeg.transfer, jpeg.guessed) == (5, RANGE_FULL, 5, 6, False)
+    assert resolve_colour(9, 2, 9, 16, pix_fmt="yuv420p10le", is_rgb=False, width=3840, height=2160).sws_colorspace == 9
