@@ -8,6 +8,7 @@ import struct
 import numpy as np
 
 from stylize.video.colour import RANGE_FULL, RANGE_LIMITED, resolve_colour
+from stylize.video.decode import scaled_size
 from stylize.video.orientation import from_display_matrix, from_rotate_tag
 
 
@@ -46,3 +47,10 @@ def test_colour_guesses_like_players() -> None:
     assert (sd.matrix, sd.sws_colorspace, sd.guessed) == (6, 5, True)
     assert (jpeg.matrix, jpeg.range, jpeg.primaries, jpeg.transfer, jpeg.guessed) == (5, RANGE_FULL, 5, 6, False)
     assert resolve_colour(9, 2, 9, 16, pix_fmt="yuv420p10le", is_rgb=False, width=3840, height=2160).sws_colorspace == 9
+
+
+def test_scaled_size_keeps_aspect_in_even_numbers() -> None:
+    assert scaled_size(1920, 1080, 0) == (1920, 1080)
+    assert scaled_size(1920, 1080, 640) == (640, 360)
+    assert scaled_size(1080, 1920, 853) == (480, 852)
+    assert scaled_size(65, 49, 100) == (65, 49)  # within the limit: kept, odd or not
