@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import struct
+import sys
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from stylize.video.colour import RANGE_FULL, RANGE_LIMITED, resolve_colour
 from stylize.video.decode import scaled_size
 from stylize.video.orientation import from_display_matrix, from_rotate_tag
+from stylize.video.packets import PacketFileHeader, PacketFileWriter, PacketRecord, read_header, read_packets
 
 
 def display_matrix(counterclockwise: float, hflip: bool = False) -> bytes:
@@ -54,3 +62,53 @@ def test_scaled_size_keeps_aspect_in_even_numbers() -> None:
     assert scaled_size(1920, 1080, 640) == (640, 360)
     assert scaled_size(1080, 1920, 853) == (480, 852)
     assert scaled_size(65, 49, 100) == (65, 49)  # within the limit: kept, odd or not
+
+
+def test_packet_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "segment.packets"
+    records = [PacketRecord(0, -512, 512, True, b"\x00\x00\x01key"), PacketRecord(None, None, 0, False, b"")]
+    with open(path, "wb") as fp:
+        writer = PacketFileWriter(fp, PacketFileHeader("h264", Fraction(1, 15360), b"\x01avcC"))
+        for record in records:
+            writer.write(record)
+    assert read_header(path) == PacketFileHeader("h264", Fraction(1, 15360), b"\x01avcC")
+    assert list(read_packets(path)) == records
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(ValueError, match="ends inside"):
+        list(read_packets(path))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt(M_PERTURB) is glibc's")
+def test_segments_encode_the_same_whatever_the_heap_holds(tmp_path: Path) -> None:
+    """x264 with B-frames and MB-tree reads memory it never wrote (see stylize.video.encode): encode the same frames
+    while glibc fills fresh allocations with different bytes, and compare."""
+    pytest.importorskip("av")
+    from stylize.config import VideoOptions
+    from stylize.video.colour import Colour
+    from stylize.video.encode import SegmentEncoder, encoder_settings
+    from stylize.video.settings import plan_output
+
+    plan = plan_output(Path("x.mp4"), VideoOptions())
+    settings = encoder_settings(
+        plan, (192, 144), time_base=Fraction(1, 15360), frame_rate=Fraction(30), colour=Colour(6, 1), sample_aspect_ratio=None, threads=4
+    )
+    y, x = torch.meshgrid(torch.arange(144), torch.arange(192), indexing="ij")
+    frames = []
+    for i in range(10):  # moving gradients and a moving disc: the content that showed the difference
+        disc = ((y - 72 - 3 * i) ** 2 + (x - 96 - 4 * i) ** 2 < 36**2).to(torch.uint8)
+        rgb = torch.stack([(x * 3 + i * 7) % 256, (y * 2 + i * 5) % 256, ((x + y) // 3 + i * 11) % 256])
+        frames.append((rgb * (1 - disc) + 200 * disc).to(torch.uint8))
+    mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    m_perturb = -6
+    encoded = set()
+    try:
+        for fill in (165, 90, 0):
+            mallopt(m_perturb, fill)
+            encoder = SegmentEncoder(settings, tmp_path / "segment.packets")
+            for index, frame in enumerate(frames):
+                encoder.add(frame, index * 512, 512)
+            encoder.finish()
+            encoded.add((tmp_path / "segment.packets").read_bytes())
+    finally:
+        mallopt(m_perturb, 0)
+    assert len(encoded) == 1
