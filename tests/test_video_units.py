@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from stylize.errors import StylizeError
 from stylize.video.colour import RANGE_FULL, RANGE_LIMITED, resolve_colour
 from stylize.video.decode import scaled_size
 from stylize.video.orientation import from_display_matrix, from_rotate_tag
 from stylize.video.packets import PacketFileHeader, PacketFileWriter, PacketRecord, read_header, read_packets
+from stylize.video.workdir import SegmentRecord, WorkFolder
 
 
 def display_matrix(counterclockwise: float, hflip: bool = False) -> bytes:
@@ -76,6 +78,28 @@ def test_packet_file_round_trip(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(ValueError, match="ends inside"):
         list(read_packets(path))
+
+
+def test_work_folder_reuses_only_the_same_identity(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    work = WorkFolder.open(target, {"source": 1})
+    work.segment_path(0).write_bytes(b"12345")
+    work.add_segment(SegmentRecord(0, 5, 0, 4, 5, 5, 5), {"mean": torch.ones(2)})
+    work.segment_path(1).write_bytes(b"123")
+    work.add_segment(SegmentRecord(1, 3, 5, 7, 8, 3, 3), {})
+    with pytest.raises(StylizeError, match="another stylize run is writing"):
+        WorkFolder.open(target, {"source": 1})
+    work.close()
+
+    work.segment_path(1).write_bytes(b"12")  # a damaged file: it and everything after it are redone
+    again = WorkFolder.open(target, {"source": 1})
+    assert [s.index for s in again.segments] == [0] and torch.equal(again.load_state(0)["mean"], torch.ones(2))
+    again.close()
+
+    other = WorkFolder.open(target, {"source": 2})
+    assert other.segments == [] and other.discarded_reason and not other.segment_path(0).exists()
+    other.remove()
+    assert not other.folder.exists()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt(M_PERTURB) is glibc's")
