@@ -7,6 +7,8 @@ import ctypes.util
 import math
 import struct
 import sys
+import threading
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from stylize.video.decode import scaled_size
 from stylize.video.orientation import from_display_matrix, from_rotate_tag
 from stylize.video.packets import PacketFileHeader, PacketFileWriter, PacketRecord, read_header, read_packets
 from stylize.video.workdir import SegmentRecord, WorkFolder
+from stylize.video.worker import Consumer, Producer
 
 
 def display_matrix(counterclockwise: float, hflip: bool = False) -> bytes:
@@ -78,6 +81,51 @@ def test_packet_file_round_trip(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(ValueError, match="ends inside"):
         list(read_packets(path))
+
+
+def test_producer_runs_ahead_and_hands_over_errors() -> None:
+    made: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for n in range(1000):
+            made.append(n)
+            yield n
+
+    producer = Producer(numbers, maxsize=3, name="test")
+    assert next(iter(producer)) == 0
+    producer.close()  # stops the thread although 997 numbers are left
+    assert len(made) < 10
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise StylizeError("bad frame")
+
+    with pytest.raises(StylizeError, match="bad frame"):
+        list(Producer(failing, maxsize=2, name="test"))
+
+
+def test_consumer_hands_over_errors_and_aborts() -> None:
+    handled: list[int] = []
+    consumer: Consumer[int] = Consumer(handled.append, maxsize=2, name="test")
+    for n in range(5):
+        consumer.put(n)
+    consumer.finish()
+    assert handled == [0, 1, 2, 3, 4]
+
+    def explode(n: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    failing: Consumer[int] = Consumer(explode, maxsize=1, name="test")
+    with pytest.raises(OSError, match="No space"):
+        for n in range(100):
+            failing.put(n)
+        failing.finish()
+
+    release = threading.Event()
+    slow: Consumer[int] = Consumer(lambda n: release.wait(5), maxsize=1, name="test")
+    slow.put(1)
+    release.set()
+    slow.abort()  # returns without handling what is queued
 
 
 def test_work_folder_reuses_only_the_same_identity(tmp_path: Path) -> None:
