@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import math
 import struct
 import sys
@@ -148,6 +149,16 @@ def test_work_folder_reuses_only_the_same_identity(tmp_path: Path) -> None:
     assert other.segments == [] and other.discarded_reason and not other.segment_path(0).exists()
     other.remove()
     assert not other.folder.exists()
+
+
+def test_without_pyav_the_package_imports_and_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # "import av" now raises ImportError
+    for name in [name for name in sys.modules if name.startswith("stylize.video")]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
+    video = importlib.import_module("stylize.video")
+    with pytest.raises(StylizeError) as caught:
+        video.transcode("a.mp4", "b.mp4")
+    assert str(caught.value) == "video files need PyAV, which is not installed (install it with: pip install 'stylize[video]')"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt(M_PERTURB) is glibc's")

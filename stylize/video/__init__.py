@@ -15,3 +15,11 @@ result with the source's audio and subtitles; :func:`probe` describes a video fi
 PyAV is an optional dependency: importing this package works without it, and :func:`transcode` and :func:`probe` then
 raise a StylizeError that gives the install command.
 """
+
+from __future__ import annotations
+
+from stylize.video.backend import INSTALL_COMMAND
+from stylize.video.probe import StreamInfo, VideoInfo, probe
+from stylize.video.transcode import FrameProcessor, ProgressCallback, VideoResult, transcode
+
+__all__ = ["INSTALL_COMMAND", "FrameProcessor", "ProgressCallback", "StreamInfo", "VideoInfo", "VideoResult", "probe", "transcode"]
