@@ -89,11 +89,12 @@ def _write(source: Any, temp: Path, info: VideoInfo, segments: list[Path], setti
             _source_packets(source, copies, set(encoders), offset),
             key=lambda item: item[0],
         )
+        started: set[int] = set()  # re-encoded streams whose first frame has been placed
         for _, packet, decoder_stream in merged:
             if decoder_stream is None:
                 output.mux(packet)
             else:
-                _reencode(packet, decoder_stream, encoders[decoder_stream.index], output)
+                _reencode(packet, decoder_stream, encoders[decoder_stream.index], output, offset, started)
         for encoder in encoders.values():
             output.mux(encoder.encode(None))
     return JoinResult(tuple(described), tuple(notes))
@@ -197,13 +198,19 @@ def _source_packets(source: Any, copies: dict[int, Any], reencoded: set[int], of
         yield moment, packet, None
 
 
-def _reencode(packet: Any, in_stream: Any, out_stream: Any, output: Any) -> None:
+def _reencode(packet: Any, in_stream: Any, out_stream: Any, output: Any, offset: Fraction, started: set[int]) -> None:
     try:
         frames = in_stream.decode(packet)
     except av.error.InvalidDataError:
         return  # a damaged audio packet: skipped, like a damaged video packet
     for frame in frames:
-        frame.pts = None  # the encoder counts samples from the start; the stream starts with the video
+        if in_stream.index in started or frame.pts is None:
+            frame.pts = None  # the encoder counts samples on from the first frame, whose start is kept
+        else:
+            rate = out_stream.codec_context.sample_rate
+            frame.pts = round((frame.pts * in_stream.time_base - offset) * rate)
+            frame.time_base = Fraction(1, rate)
+            started.add(in_stream.index)
         output.mux(out_stream.encode(frame))
 
 
