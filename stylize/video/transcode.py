@@ -43,7 +43,8 @@ class FrameProcessor(Protocol):
 
     ``__call__`` gets a batch of up to ``batch_size`` consecutive frames of one segment, each ``(3, H, W)`` uint8 RGB
     (possibly a non-contiguous view), and returns as many ``(3, H', W')`` uint8 RGB tensors, in order, all of one size
-    (any device). The returned tensors are encoded in another thread: do not modify them afterwards.
+    (any device). The returned tensors are encoded in another thread: do not modify them afterwards. CUDA tensors are
+    copied to the CPU there, on that thread's current stream: synchronise first if they come from a side stream.
 
     ``state_dict()`` is called after the last batch of each segment and saved with it; when a run resumes,
     ``load_state_dict()`` gets the state saved after the last finished segment before the first frame of the next, so
@@ -116,9 +117,11 @@ def transcode(
     _check_paths(source, target, overwrite=overwrite)
     info = probe(source)
     size = scaled_size(*info.size, options.max_size)
+    options_used = {**options.to_dict(), "codec": plan.codec, "crf": plan.crf, "format": plan.format}
+    del options_used["queue_frames"]  # changes memory use, not the output
     identity = {
         "source": source_identity(source),
-        "options": {**options.to_dict(), "codec": plan.codec, "crf": plan.crf, "format": plan.format},
+        "options": options_used,
         "fingerprint": fingerprint,
         "batch_size": batch_size,
     }
