@@ -163,8 +163,8 @@ def test_without_pyav_the_package_imports_and_says_how_to_install(monkeypatch: p
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt(M_PERTURB) is glibc's")
 def test_segments_encode_the_same_whatever_the_heap_holds(tmp_path: Path) -> None:
-    """x264 with B-frames and MB-tree reads memory it never wrote (see stylize.video.encode): encode the same frames
-    while glibc fills fresh allocations with different bytes, and compare."""
+    """x264's AVX-512 code reads memory it never wrote (see stylize.video.encode): encode the same frames while glibc
+    fills fresh allocations with different bytes, and compare. (Without the fix this fails on CPUs with AVX-512.)"""
     pytest.importorskip("av")
     from stylize.config import VideoOptions
     from stylize.video.colour import Colour

@@ -6,12 +6,13 @@ byte for byte, and two things in x264 break it:
 
 - its thread count changes its output (854x480: different bytes with 1 and 4 threads), so it is fixed
   (``VideoOptions.encoder_threads``) rather than taken from the machine;
-- with B-frames and MB-tree rate control together (the default of every preset but ultrafast), the x264 in PyAV's
-  wheels reads memory it never wrote: the same frames encode differently in a process started with
-  ``MALLOC_PERTURB_=165`` than in one without, and differently again from one encoder to the next in one process
-  (seen at 64x48, 320x240, 426x240 and 854x480; 512x288 and 1280x720 happened to be stable). Without B-frames the
-  output was the same under every perturbation, size, thread count and preset tried, so stylize encodes without them:
-  3% more bytes at the same CRF on a noisy 640x360 pan, against 100% more for turning MB-tree off instead.
+- its AVX-512 code is not deterministic (x264 of PyAV 18.1's wheel, on an AMD EPYC): the same frames encoded
+  differently in processes whose fresh heap memory held different bytes (glibc ``MALLOC_PERTURB_``), at 64x48,
+  192x144, 320x240, 426x240 and 854x480 with B-frames; and without B-frames too, about once in 150 segments. With
+  x264 told to use nothing above AVX2 (``asm=AVX2,Cache64``) every one of those runs gave the same bytes, at the same
+  speed within the noise of a shared machine (x264's assembly is bit-exact with its C code, so the output does not
+  change either). It is applied when opening the encoder on CPUs with AVX-512 (as torch reports it), not recorded in
+  the settings, so a run resumed on a machine without AVX-512 continues with the same settings.
 
 Frames keep their source timestamps (in the source's time base) and durations, so a variable frame rate stays variable.
 RGB is converted to YUV with the same matrix and range the source was decoded with, and the stream is tagged with
@@ -111,8 +112,6 @@ def _encoder_options(plan: OutputPlan, threads: int) -> dict[str, str]:
         # Constant quality needs a zero bitrate; "good" at cpu-used 4 is libvpx's usual speed/quality balance.
         return {"crf": str(plan.crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
     options = {"crf": str(plan.crf), "preset": plan.preset}
-    if plan.codec == "libx264":
-        options["x264-params"] = "bframes=0"  # deterministic output; see the module docstring
     if plan.codec == "libx265":
         # x265 sizes its pools and frame threads from the core count unless told; fixed, like x264's threads.
         options["x265-params"] = f"log-level=error:pools={threads}:frame-threads={max(1, threads // 2)}"
@@ -135,6 +134,8 @@ def configure(context: Any, settings: EncoderSettings) -> None:
         context.sample_aspect_ratio = settings.sample_aspect_ratio
     context.thread_count = settings.threads
     context.options = dict(settings.options)
+    if settings.codec == "libx264" and torch.backends.cpu.get_cpu_capability() == "AVX512":
+        context.options["x264-params"] = "asm=AVX2,Cache64"  # deterministic output; see the module docstring
     if settings.global_header:
         context.flags |= av.codec.context.Flags.global_header
 
