@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stylize.errors import EXIT_FAILURE, StylizeError
-from stylize.imaging import display_path
+from stylize.imaging import display_path, remove_stale_temporaries_of
 from stylize.video.atomic import AtomicFile, write_error
 from stylize.video.backend import av
 from stylize.video.encode import EncoderSettings, configure
@@ -52,6 +52,7 @@ class JoinResult:
 
 def join(info: VideoInfo, segments: list[Path], settings: EncoderSettings, plan: OutputPlan, target: Path, *, overwrite: bool) -> JoinResult:
     """Write ``target`` from the segment packet files (in order) and the streams of ``info.path`` besides its video."""
+    remove_stale_temporaries_of(target)  # what a run killed while joining left
     output = AtomicFile(target, overwrite=overwrite)
     try:
         with open_container(info.path) as source:
