@@ -181,13 +181,15 @@ def test_transcode_processes_frames_and_copies_audio_exactly(tmp_path: Path) -> 
 
 
 def test_variable_frame_rate_keeps_every_timestamp(tmp_path: Path) -> None:
-    times = [0, 40, 70, 200, 210, 400, 433, 466, 700, 710]
+    # The second segment's encoder starts its decode timestamps long before 250 ms (the B-frame delay spans the gap to
+    # 490 ms), before the first segment's last ones: the join moves them; no segment starts in 0.75-1 s.
+    times = [0, 40, 80, 120, 160, 200, 240, 250, 490, 495, 500, 740, 745, 1210]
     source = make_clip(tmp_path / "vfr.mkv", pts_ms=times)
     for name in ("out.mkv", "out.mp4"):
         result = transcode(source, tmp_path / name, options=SEGMENTS)
         assert [round(t * 1000) for t, _ in decoded(result.path)] == times
-        assert result.duration == pytest.approx(0.751)  # to the end of the last frame: 710 ms + its own 41 ms
-        assert result.segments == 3  # frames from 0, 0.25 and 0.5 s on; the gap from 0.75 s holds none
+        assert result.duration == pytest.approx(1.251)  # to the end of the last frame: 1210 ms + its own 41 ms
+        assert result.segments == 4
 
 
 def test_batches_stay_inside_segments_and_state_survives_a_crash(tmp_path: Path) -> None:
