@@ -226,6 +226,16 @@ def crashing_state_after(source: Path, frames: int) -> torch.Tensor:
     return mean.mean
 
 
+def test_a_processor_breaking_its_contract_fails_cleanly(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "clip.mp4", audio=None)
+    with pytest.raises(ValueError, match="uint8"):
+        transcode(source, tmp_path / "out.mp4", lambda frames: [f.float() for f in frames])
+    with pytest.raises(ValueError, match="different sizes"):
+        transcode(source, tmp_path / "out.mp4", lambda frames: [f[:, : 40 + len(frames)] for f in frames], batch_size=5)
+    assert not (tmp_path / "out.mp4").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+
+
 def test_changed_options_start_afresh(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "clip.mp4", frames=24)
     target = tmp_path / "out.mp4"

@@ -202,53 +202,30 @@ def _process(
     after_pts = finished[-1].last_pts if finished else None
     if finished and hasattr(processor, "load_state_dict"):
         processor.load_state_dict(work.load_state(finished[-1].index))  # type: ignore[union-attr]
-    done = sum(segment.frames for segment in finished)
-    total = info.expected_frames
-    if on_progress is not None:
-        on_progress(done, total)
-    segment_length = Fraction(options.segment_seconds)
     writer = _SegmentWriter(work, lambda frame_size: _settings(plan, info, options, frame_size))
     decoder: Producer[DecodedFrame] = Producer(
         lambda: decode_frames(info, size=size, after_pts=after_pts, stats=stats), options.queue_frames, "stylize-video-decode"
     )
     encoder: Consumer[_Frame | _SegmentEnd] = Consumer(writer.handle, options.queue_frames, "stylize-video-encode")
-    output_size: list[tuple[int, int]] = []
-
-    def run(batch: list[DecodedFrame], segment: int) -> None:
-        nonlocal done
-        inputs = [frame.pixels for frame in batch]
-        outputs = processor(inputs) if processor is not None else inputs
-        _check_outputs(outputs, len(inputs), output_size)
-        for frame, pixels in zip(batch, outputs, strict=True):
-            encoder.put(_Frame(pixels, frame.pts, frame.duration, segment))
-        done += len(batch)
-        if on_progress is not None:
-            on_progress(done, total)
-
-    def end(segment: int) -> None:
-        state = processor.state_dict() if hasattr(processor, "state_dict") else {}  # type: ignore[union-attr]
-        # A copy on the CPU: the processor goes on changing its tensors while the encoder thread saves these.
-        encoder.put(_SegmentEnd(segment, {name: t.detach().to("cpu", copy=True).contiguous() for name, t in state.items()}))
-
+    batches = _Batches(processor, encoder, on_progress, sum(s.frames for s in finished), info.expected_frames)
+    segment_length = Fraction(options.segment_seconds)
     try:
         batch: list[DecodedFrame] = []
         current: int | None = None
         for frame in decoder:
             segment = max(0, floor((frame.pts - info.first_pts) * info.time_base / segment_length))
             if current is not None and segment != current:
-                if batch:
-                    run(batch, current)
-                    batch = []
-                end(current)
+                batches.run(batch, current)
+                batch = []
+                batches.end(current)
             current = segment
             batch.append(frame)
             if len(batch) == batch_size:
-                run(batch, current)
+                batches.run(batch, current)
                 batch = []
-        if batch:
-            run(batch, current)  # type: ignore[arg-type]
         if current is not None:
-            end(current)
+            batches.run(batch, current)
+            batches.end(current)
         encoder.finish()
     except BaseException:
         decoder.close()
@@ -262,19 +239,59 @@ def _process(
     work.mark_complete()
 
 
-def _check_outputs(outputs: object, count: int, output_size: list[tuple[int, int]]) -> None:
-    """The processor's contract: ``count`` tensors (3, H, W) uint8, all of one size. Breaking it is a programming error."""
-    if not isinstance(outputs, (list, tuple)) or len(outputs) != count:
-        raise ValueError(f"the frame processor must return a list of {count} tensors, got {type(outputs).__name__}")
-    for pixels in outputs:
-        if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[0] != 3:
-            described = f"{pixels.dtype} {tuple(pixels.shape)}" if isinstance(pixels, torch.Tensor) else type(pixels).__name__
-            raise ValueError(f"the frame processor must return (3, H, W) uint8 tensors, got {described}")
-        size = (pixels.shape[2], pixels.shape[1])
-        if not output_size:
-            output_size.append(size)
-        elif size != output_size[0]:
-            raise ValueError(f"the frame processor returned frames of different sizes: {output_size[0]} and {size}")
+class _Batches:
+    """The caller's side: batches of frames through the processor to the encoder thread, state at segment ends."""
+
+    def __init__(
+        self,
+        processor: FrameProcessor | Callable[[list[torch.Tensor]], list[torch.Tensor]] | None,
+        encoder: Consumer[_Frame | _SegmentEnd],
+        on_progress: ProgressCallback | None,
+        done: int,
+        total: int | None,
+    ) -> None:
+        self._processor = processor
+        self._encoder = encoder
+        self._on_progress = on_progress
+        self._done = done
+        self._total = total
+        self._size: tuple[int, int] | None = None  # of the processor's outputs: the same for every frame
+        self._report()
+
+    def run(self, batch: list[DecodedFrame], segment: int) -> None:
+        if not batch:
+            return
+        inputs = [frame.pixels for frame in batch]
+        outputs = self._processor(inputs) if self._processor is not None else inputs
+        self._check(outputs, len(inputs))
+        for frame, pixels in zip(batch, outputs, strict=True):
+            self._encoder.put(_Frame(pixels, frame.pts, frame.duration, segment))
+        self._done += len(batch)
+        self._report()
+
+    def end(self, segment: int) -> None:
+        processor = self._processor
+        state = processor.state_dict() if hasattr(processor, "state_dict") else {}  # type: ignore[union-attr]
+        # A copy on the CPU: the processor goes on changing its tensors while the encoder thread saves these.
+        self._encoder.put(_SegmentEnd(segment, {name: t.detach().to("cpu", copy=True).contiguous() for name, t in state.items()}))
+
+    def _report(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self._done, self._total)
+
+    def _check(self, outputs: object, count: int) -> None:
+        """The processor's contract: ``count`` tensors (3, H, W) uint8 of one size. Breaking it is a programming error."""
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != count:
+            raise ValueError(f"the frame processor must return a list of {count} tensors, got {type(outputs).__name__}")
+        for pixels in outputs:
+            if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[0] != 3:
+                described = f"{pixels.dtype} {tuple(pixels.shape)}" if isinstance(pixels, torch.Tensor) else type(pixels).__name__
+                raise ValueError(f"the frame processor must return (3, H, W) uint8 tensors, got {described}")
+            size = (pixels.shape[2], pixels.shape[1])
+            if self._size is None:
+                self._size = size
+            elif size != self._size:
+                raise ValueError(f"the frame processor returned frames of different sizes: {self._size} and {size}")
 
 
 class _SegmentWriter:
