@@ -39,7 +39,7 @@ ProgressCallback = Callable[[int, "int | None"], None]
 
 
 class FrameProcessor(Protocol):
-    """What :func:`transcode` runs every frame through (the lead's network, in stylize).
+    """What :func:`transcode` runs every frame through: in stylize, the style network wrapped by the engine.
 
     ``__call__`` gets a batch of up to ``batch_size`` consecutive frames of one segment, each ``(3, H, W)`` uint8 RGB
     (possibly a non-contiguous view), and returns as many ``(3, H', W')`` uint8 RGB tensors, in order, all of one size
