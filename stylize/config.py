@@ -434,3 +434,42 @@ class PredictorConfig:
         if bad:
             raise TypeError(f"predictor sizes must be integers, got {bad[0]!r}")
         return cls(**values)
+
+
+#: Constant rate factor used when VideoOptions.crf is None: about the same visual quality from each encoder, a little
+#: above their own defaults (x264 23, x265 28) because stylized frames are all texture and starved strokes look smeared.
+VIDEO_CRF: dict[str, int] = {"libx264": 20, "libx265": 24, "libvpx-vp9": 31}
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How videos are decoded, encoded and cut into resumable segments (see :mod:`stylize.video`)."""
+
+    # Encoder: "libx264" (H.264, plays everywhere), "libx265" (HEVC: smaller, slower) or "libvpx-vp9";
+    # None: libx264, or libvpx-vp9 for WebM (which holds only VP8/VP9/AV1).
+    codec: str | None = None
+    # Constant rate factor: lower is better and larger (x264/x265 0-51, VP9 0-63); None: VIDEO_CRF[codec].
+    crf: int | None = None
+    # x264/x265 speed preset, "ultrafast" ... "veryslow"; VP9 always encodes with deadline=good, cpu-used=4.
+    preset: str = "medium"
+    # Pixel format written: 8-bit 4:2:0 plays in every player and browser; "yuv444p" or "yuv420p10le" on request.
+    pix_fmt: str = "yuv420p"
+    # Container, as an FFmpeg muxer name or extension ("mp4", "mov", "mkv", "webm"); None: from the output's extension.
+    format: str | None = None
+    # Longest side of the frames handed to the processor; larger frames are scaled down on decode, keeping the aspect,
+    # to even sizes. 0 keeps the source size.
+    max_size: int = 0
+    # Seconds of input per segment, the unit of resumption: a killed run loses at most this much work, and each
+    # segment starts with a keyframe (10 s is also x264's default keyframe interval at 25 fps).
+    segment_seconds: float = 10.0
+    # Encoder threads. Fixed rather than "one per core" because x264's output depends on its thread count: a run
+    # resumed on another machine must encode the same bytes.
+    encoder_threads: int = 4
+    # Decoded frames waiting for the processor, and processed frames waiting for the encoder: bounds memory
+    # (a 1080p frame is 6 MB) whatever the length of the clip.
+    queue_frames: int = 16
+
+    # Values are checked by stylize.video.settings.plan_output, which raises StylizeError with a hint for each.
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
