@@ -12,12 +12,15 @@ folders), given as keyword arguments or as an ``options`` object; the CLI builds
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -25,18 +28,22 @@ from PIL import Image
 from stylize import pipeline, runtime, styles
 from stylize.catalog import find_model
 from stylize.compilation import check_compile_mode
-from stylize.config import ApplyOptions, FolderOptions, MixSpec
+from stylize.config import ApplyOptions, FolderOptions, MixSpec, TemporalOptions, VideoOptions
 from stylize.devices import resolve_device, resolve_precision
 from stylize.encoding import output_format, quantize
 from stylize.engine import Engine
 from stylize.errors import StylizeError
 from stylize.files import check_output, same_file
 from stylize.folder_run import FileRecord, FolderSummary, run_folder
+from stylize.folders import Job
 from stylize.modelfile import StyleModel, load_model, save_model
 from stylize.pipeline import StyleWeights
 from stylize.predictor import load_predictor, style_code
-from stylize.resources import bundled_path, user_models_dir
+from stylize.resources import bundled_path, sha256_of, user_models_dir
 from stylize.topology import check_size
+
+if TYPE_CHECKING:
+    from stylize.video import VideoResult
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 STDIO = "-"
@@ -268,6 +275,8 @@ class Stylizer:
         progress: bool = False,
         report: str | os.PathLike | None = None,
         on_progress: Any = None,
+        temporal: TemporalOptions | bool = True,
+        video: VideoOptions | None = None,
         **settings: Any,
     ) -> FolderSummary:
         """Stylize every image under ``source_dir`` into ``out_dir`` (the tree mirrored), as ``stylize apply DIR OUTDIR``.
@@ -275,7 +284,8 @@ class Stylizer:
         Resumable (existing outputs are skipped unless ``overwrite``) and failure-tolerant (a bad file is recorded and
         the run goes on): see :mod:`stylize.folder_run`. ``progress=True`` draws a ``tqdm.auto`` bar (a notebook widget
         in Jupyter); ``on_progress(total, record)`` is called per file instead if given. ``report`` writes the JSON
-        report. Returns the :class:`~stylize.folder_run.FolderSummary` the CLI prints.
+        report. Videos in the folder go through :meth:`apply_video` with ``temporal`` and ``video``. Returns the
+        :class:`~stylize.folder_run.FolderSummary` the CLI prints.
         """
         options = _options(FolderOptions, options, settings)
         weights, options, description = self.resolve(options)  # bad styles fail before any work
@@ -291,8 +301,82 @@ class Stylizer:
 
             bar = tqdm(unit="img", desc="stylize")
             on_progress = _tqdm_progress(bar)
+
+        def convert_video(job: Job) -> FileRecord:
+            started = time.perf_counter()
+            try:
+                self.apply_video(job.source, job.target, options, temporal=temporal, video=video)
+            except StylizeError as exc:
+                return FileRecord(str(job.source), str(job.target), "failed", exc.one_line(), time.perf_counter() - started)
+            return FileRecord(str(job.source), str(job.target), "done", None, time.perf_counter() - started)
+
         try:
-            return run_folder(self.engine, weights, source_dir, out_dir, options, on_progress, report, info)
+            return run_folder(self.engine, weights, source_dir, out_dir, options, on_progress, report, info, convert_video)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def apply_video(
+        self,
+        source: str | os.PathLike,
+        target: str | os.PathLike,
+        options: ApplyOptions | None = None,
+        *,
+        temporal: TemporalOptions | bool = True,
+        video: VideoOptions | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+        on_progress: Callable[[int, int | None], None] | None = None,
+        **settings: Any,
+    ) -> VideoResult:
+        """Stylize every frame of the video ``source`` into ``target``, with its sound, subtitles and timestamps kept.
+
+        Frames run through the same pipeline as photos (every apply setting works; ``max_size`` scales frames on
+        decode). ``temporal`` keeps frames stable from one to the next (:mod:`stylize.temporal`; True: the default
+        :class:`~stylize.config.TemporalOptions`, False: each frame on its own). ``video`` chooses codec, quality and
+        container (:class:`~stylize.config.VideoOptions`). The output appears only when complete; a run that stops is
+        resumed by the same call (:func:`stylize.video.transcode`). ``progress=True`` draws a ``tqdm.auto`` bar;
+        ``on_progress(done_frames, total_frames)`` is called instead if given.
+        """
+        from stylize.temporal import FrameStylizer
+        from stylize.video import transcode
+
+        options = _options(ApplyOptions, options, settings)
+        weights, options, description = self.resolve(options)
+        video = video or VideoOptions()
+        if options.max_size:
+            video = dataclasses.replace(video, max_size=options.max_size)
+        if options.format and video.format is None:
+            video = dataclasses.replace(video, format=options.format)
+        settings_of_temporal = TemporalOptions() if temporal is True else temporal or None
+        processor = FrameStylizer(self.engine, weights, options, settings_of_temporal)
+        fingerprint = json.dumps(
+            {
+                "model": sha256_of(Path(self.model.source)) if self.model.source else self.name,
+                "style": description,
+                "weights": None if callable(weights) else [round(float(w), 7) for w in weights],
+                "options": [options.strength, options.blend, options.preserve_color, options.work_size],
+                "temporal": None if settings_of_temporal is None else dataclasses.asdict(settings_of_temporal),
+                "precision": self.precision,
+            },
+            sort_keys=True,
+        )
+        bar = None
+        if progress and on_progress is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(unit="frame", desc="stylize")
+
+            def on_progress(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+        try:
+            return transcode(
+                source, target, processor, video, batch_size=batch_size or (8 if self.engine.device.type == "cuda" else 4),
+                overwrite=options.overwrite, fingerprint=fingerprint, on_progress=on_progress,
+            )  # fmt: skip
         finally:
             if bar is not None:
                 bar.close()

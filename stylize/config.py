@@ -101,8 +101,10 @@ PYTORCH_EXAMPLES_CONFIG = GeneratorConfig(output_activation="clamp", pixel_scale
 #: A tile setting: "auto" (whole image when it fits the memory budget, streamed tiles otherwise), "off" (always the
 #: whole image) or a tile side in pixels (always streamed).
 TileSetting = str | int
-#: Extensions a folder run picks up when none are given.
-DEFAULT_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+#: Extensions of the video files stylize converts (through stylize.video; the container keeps its extension).
+VIDEO_EXTENSIONS: tuple[str, ...] = ("mp4", "m4v", "mov", "mkv", "webm", "avi")
+#: Extensions a folder run picks up when none are given: images and videos.
+DEFAULT_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", *VIDEO_EXTENSIONS)
 #: How a strength below 1 is applied (see ApplyOptions.blend).
 BLEND_MODES = ("auto", "pixels", "embedding")
 #: A style mix: "3:0.5,12:0.5" or {"3": 0.5, 12: 0.5}; the weights are normalised to sum 1.
@@ -434,6 +436,25 @@ class PredictorConfig:
         if bad:
             raise TypeError(f"predictor sizes must be integers, got {bad[0]!r}")
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class TemporalOptions:
+    """How video frames are kept stable from one to the next (see :mod:`stylize.temporal`); measured by
+    scripts/bench_video.py."""
+
+    # Weight of the past in each instance norm's running statistics (0: every frame by its own statistics).
+    momentum: float = 0.9
+    # Weight of the previous stylized frame, warped along the input's motion, in each new frame (0: no blend).
+    flow_weight: float = 0.5
+    # Mean difference (0-1 scale) between a frame and the warped previous input above which a pixel is not blended.
+    flow_tolerance: float = 0.08
+    # Mean difference of 32x32 grey thumbnails (0-1 scale) above which a frame starts a new scene: state restarts.
+    scene_cut: float = 0.12
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.momentum < 1.0 and 0.0 <= self.flow_weight < 1.0 and self.flow_tolerance > 0 and self.scene_cut >= 0):
+            raise StylizeError("temporal settings out of range", "momentum and flow_weight in [0, 1), flow_tolerance > 0, scene_cut >= 0")
 
 
 #: Constant rate factor used when VideoOptions.crf is None: about the same visual quality from each encoder, a little

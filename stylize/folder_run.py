@@ -35,7 +35,7 @@ from stylize.distributed import Launch, ProcessGroup
 from stylize.engine import Engine
 from stylize.errors import EXIT_FAILURE, StylizeError
 from stylize.files import display_path, remove_stale_temporaries, write_atomic
-from stylize.folders import Job, check_target, claimed_outputs, plan
+from stylize.folders import VIDEO, Job, check_target, claimed_outputs, plan
 from stylize.pipeline import Photo, StyleWeights
 from stylize.topology import padded_size
 
@@ -141,11 +141,14 @@ def run_folder(
     on_progress: ProgressCallback | None = None,
     report: str | os.PathLike | None = None,
     info: dict[str, Any] | None = None,
+    convert_video: Callable[[Job], FileRecord] | None = None,
 ) -> FolderSummary:
     """Stylize every image under ``source_dir`` into ``out_dir``; ``weights`` as :func:`stylize.pipeline.stylize` takes.
 
-    Files that fail are recorded and the run goes on; the summary (all ranks' records under torchrun) is returned and,
-    with ``report``, written there as JSON by rank 0. ``info`` (model, style, ...) is carried into the summary.
+    Videos among the files go, after the images, one by one through ``convert_video`` (the caller's video pipeline,
+    which has its own decoding and encoding threads). Files that fail are recorded and the run goes on; the summary
+    (all ranks' records under torchrun) is returned and, with ``report``, written there as JSON by rank 0. ``info``
+    (model, style, ...) is carried into the summary.
     """
     started = time.perf_counter()
     if report is not None and not Path(report).parent.is_dir():
@@ -165,7 +168,8 @@ def run_folder(
             raise StylizeError(
                 f"cannot write into {display_path(out_dir)}: the folder is read-only or not yours", "choose a folder you may write to"
             )
-        records = _run_jobs(engine, weights, jobs[launch.rank :: launch.world_size], jobs, out_root, options, on_progress)
+        mine = jobs[launch.rank :: launch.world_size]
+        records = _run_jobs(engine, weights, mine, jobs, out_root, options, on_progress, convert_video)
         gathered = group.gather((records, time.perf_counter() - started))
     summary = FolderSummary(
         sorted((r for part, _ in gathered for r in part), key=lambda r: r.input),
@@ -190,6 +194,7 @@ def _run_jobs(
     out_root: Path,
     options: FolderOptions,
     on_progress: ProgressCallback | None,
+    convert_video: Callable[[Job], FileRecord] | None = None,
 ) -> list[FileRecord]:
     device = engine.device
     workers = default_workers() if options.workers is None else options.workers
@@ -216,12 +221,13 @@ def _run_jobs(
     inputs = {Path(os.path.realpath(job.source)) for job in all_jobs}  # realpath: no RuntimeError on a symlink loop
     claimed = claimed_outputs(all_jobs)
     todo: list[Job] = []
+    videos: list[Job] = []
     for job in jobs:
         verdict = check_target(job, out_root, inputs, claimed, options.overwrite)
-        if verdict is None:
-            todo.append(job)
-        else:
+        if verdict is not None:
             emit(FileRecord(str(job.source), str(job.target), *verdict))
+        else:
+            (videos if job.fmt == VIDEO else todo).append(job)
 
     writers = max(1, min(4, workers or 1))
     in_flight = threading.BoundedSemaphore(2 * writers + batch_size)
@@ -256,6 +262,11 @@ def _run_jobs(
         finally:
             engine.expect_calls(None)
     drain()
+    for job in videos:
+        if convert_video is None:
+            emit(FileRecord(str(job.source), str(job.target), "failed", "videos are not converted here"))
+        else:
+            emit(convert_video(job))
     return records
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stylize.config import FolderOptions
+from stylize.config import VIDEO_EXTENSIONS, FolderOptions
 from stylize.encoding import OUTPUT_EXTENSIONS
 from stylize.errors import StylizeError
 from stylize.files import display_path, same_file
@@ -24,7 +24,7 @@ FOLDER_FORMATS = ("same", "jpg", "png", "webp", "tif", "bmp")
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and where its result goes."""
+    """One input file and where its result goes (``fmt`` a Pillow format, or :data:`VIDEO`)."""
 
     index: int
     source: Path
@@ -32,8 +32,19 @@ class Job:
     fmt: str  # Pillow format name
 
 
+#: The "format" of a video job: the output is the same kind of container as the input (see stylize.video).
+VIDEO = "video"
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a video file by its extension."""
+    return Path(path).suffix.lower().lstrip(".") in VIDEO_EXTENSIONS
+
+
 def _output_extension(source: Path, fmt: str) -> tuple[str, str]:
-    """(extension, Pillow format) of the output for ``source``."""
+    """(extension, Pillow format, or VIDEO) of the output for ``source``; videos keep their container."""
+    if is_video(source):
+        return source.suffix, VIDEO
     if fmt == "same":
         ext = source.suffix
         if ext.lower() in OUTPUT_EXTENSIONS:

@@ -257,9 +257,21 @@ def instance_norm_(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps
 
 
 def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image, per-channel mean and biased variance ``(B, C)`` float32 of ``x`` ``(B, C, H, W)`` (any layout)."""
-    var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0)
-    return mean, var
+    """Per-image, per-channel mean and biased variance ``(B, C)`` float32 of ``x`` ``(B, C, H, W)`` (any layout).
+
+    Reduced along the memory order (a channels-last map as ``(B, H*W, C)``, a contiguous one as ``(B, C, H*W)``), in
+    two passes: the mean, then the mean square of the centred values (``torch.var_mean``'s one-pass kernel took twice
+    as long on the CPU).
+    """
+    batch, channels, height, width = x.shape
+    if is_channels_last(x):
+        flat, dim = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels), 1
+    else:
+        flat, dim = x.reshape(batch, channels, height * width), 2
+    flat = flat.float()
+    mean = flat.mean(dim, keepdim=True)
+    var = (flat - mean).square_().mean(dim)
+    return mean.squeeze(dim), var
 
 
 def normalize_with_(

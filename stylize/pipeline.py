@@ -31,7 +31,7 @@ from stylize.decoding import GREYSCALE_MODES, open_image, pixels_of, to_float
 from stylize.encoding import encode_image, finish_image, tensor_to_image
 from stylize.engine import Engine
 from stylize.files import make_parent_folder, write_atomic
-from stylize.topology import check_size, padded_size
+from stylize.topology import NormStatistics, check_size, padded_size
 
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
 #: The style of a batch: one ``(S,)`` weight vector for every image, or a function of the batch's ``(3, H, W)`` uint8
@@ -87,26 +87,31 @@ def decode(source: ImageSource, options: ApplyOptions, name: str | None = None) 
     return Photo(pixels_of(rgb), alpha, loaded.source_mode, loaded.exif, loaded.icc_profile, loaded.frames)
 
 
-def stylize(engine: Engine, pixels: list[torch.Tensor], weights: StyleWeights, options: ApplyOptions) -> list[torch.Tensor]:
+def stylize(
+    engine: Engine, pixels: list[torch.Tensor], weights: StyleWeights, options: ApplyOptions, statistics: NormStatistics | None = None
+) -> list[torch.Tensor]:
     """Stylize ``(3, H, W)`` uint8 images of equal padded size in one batch (see :data:`StyleWeights`).
 
     Returns each image's ``(3, H, W)`` float32 CPU result with ``preserve_color`` and ``strength`` applied.
+    ``statistics`` replaces the images' own instance-norm statistics (video frames, :mod:`stylize.temporal`).
     """
     if callable(weights):
         weights = weights(pixels)
     stacked = stack_padded(pixels, engine.device)  # (B, 3, Hp, Wp) uint8 on the engine's device
-    out = forward(engine, to_float(stacked), weights, options)
+    out = forward(engine, to_float(stacked), weights, options, statistics)
     return [out[i, :, : p.shape[1], : p.shape[2]] for i, p in enumerate(pixels)]
 
 
-def forward(engine: Engine, images: torch.Tensor, weights: torch.Tensor, options: ApplyOptions) -> torch.Tensor:
+def forward(
+    engine: Engine, images: torch.Tensor, weights: torch.Tensor, options: ApplyOptions, statistics: NormStatistics | None = None
+) -> torch.Tensor:
     """The network on ``(B, 3, H, W)`` float images in ``[0, 1]``, then colour preservation and strength blending.
 
     With ``work_size`` smaller than the images, the network paints a downscaled copy and the result is brought back up
     with the photo's detail (:func:`stylize.blending.detail_upsample`): the strokes keep their size relative to the image.
     """
     small = downscale(images, options.work_size) if options.work_size else images
-    out = engine.forward(small, weights, tile=options.tile, memory_limit=options.memory_limit)  # float32, CPU
+    out = engine.forward(small, weights, tile=options.tile, memory_limit=options.memory_limit, statistics=statistics)  # float32, CPU
     if small is not images:
         images = images.cpu()
         out = detail_upsample(out, images, small.cpu())

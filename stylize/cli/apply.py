@@ -8,10 +8,12 @@ from pathlib import Path
 
 import typer
 
-from stylize.config import ApplyOptions, FolderOptions
+from stylize.config import ApplyOptions, FolderOptions, VideoOptions
+from stylize.folders import is_video
 
 _APPLY = ApplyOptions()
 _FOLDER = FolderOptions()
+_VIDEO = VideoOptions()
 
 
 #: The model that takes any painting as the style (--style-image without --model).
@@ -46,7 +48,9 @@ def apply(
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
     compile: str = typer.Option("auto", "--compile", help="auto (torch.compile a size once it repays; CUDA graphs on CUDA), always or never."),
     quality: int = typer.Option(_APPLY.quality, "--quality", min=1, max=100, help="JPEG/WebP quality."),
-    fmt: str = typer.Option(None, "--format", help="Output format (jpg, png, webp, tif, bmp; folders: same); default: OUT's extension."),
+    fmt: str = typer.Option(
+        None, "--format", help="Output format (jpg, png, webp, tif, bmp; folders: same; videos: a container such as mkv); default: OUT's extension."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing the result."),
     recursive: bool = typer.Option(_FOLDER.recursive, "--recursive/--no-recursive", help="Folders: include subfolders (mirrored under OUTDIR)."),
@@ -56,9 +60,13 @@ def apply(
     workers: int = typer.Option(None, "--workers", min=0, help="Folders: decoding processes (default: half the CPUs; 0 decodes in-process)."),
     report: str = typer.Option(None, "--report", help="Folders: write a JSON report (one record per file) to this file."),
     tile: str = typer.Option(str(_APPLY.tile), "--tile", help="auto (stream in tiles only when memory is short), off, or a tile side in pixels."),
+    temporal: bool = typer.Option(True, "--temporal/--no-temporal", help="Videos: keep frames stable from one to the next."),
+    codec: str = typer.Option(None, "--codec", help="Videos: libx264 (default), libx265 or libvpx-vp9."),
+    crf: int = typer.Option(None, "--crf", min=0, max=63, help="Videos: constant rate factor, lower is better (default 20 for x264)."),
+    preset: str = typer.Option(_VIDEO.preset, "--preset", help="Videos: encoder speed preset, ultrafast ... veryslow."),
     memory_limit: str = typer.Option(None, "--memory-limit", help="Memory budget, e.g. 2GB or 512MiB (default: share of free memory)."),
 ) -> int | None:
-    """Stylize one photo (stylize apply IN OUT) or a folder of photos (stylize apply DIR OUTDIR)."""
+    """Stylize one photo or video (stylize apply IN OUT) or a folder of them (stylize apply DIR OUTDIR)."""
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
     from stylize.files import display_path
@@ -86,8 +94,15 @@ def apply(
             batch_size=batch_size, workers=workers,
         )  # fmt: skip
         return apply_folder(source, target, model=model, device=device, precision=precision, compile=compile, options=options,
-                            report=report, as_json=as_json)  # fmt: skip
-    folder_only = {"--ext": ext, "--suffix": suffix, "--batch-size": batch_size, "--workers": workers, "--report": report}
+                            report=report, as_json=as_json, temporal=temporal, video=video_options)  # fmt: skip
+    video_options = VideoOptions(codec=codec, crf=crf, preset=preset)
+    if source != STDIO and is_video(source):
+        from stylize.cli.video import apply_video
+
+        options = ApplyOptions(**common)
+        return apply_video(source, target, model=model, device=device, precision=precision, options=options, video=video_options,
+                           temporal=temporal, batch_size=batch_size, as_json=as_json)  # fmt: skip
+    folder_only = {"--ext": ext, "--suffix": suffix, "--workers": workers, "--report": report, "--batch-size": batch_size}
     given = [name for name, value in folder_only.items() if value]
     if given:
         raise StylizeError(f"{', '.join(given)} only apply to folders", "stylize apply DIR OUTDIR ... converts a folder")

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from stylize.config import FolderOptions
+from stylize.config import FolderOptions, VideoOptions
 from stylize.distributed import Launch
 from stylize.files import display_path
 from stylize.folder_run import FileRecord, FolderSummary
@@ -31,7 +31,7 @@ class _RateColumn(ProgressColumn):
 
 def apply_folder(
     source: str, target: str, *, model: str | None, device: str, precision: str, compile: str, options: FolderOptions,
-    report: str | None, as_json: bool,
+    report: str | None, as_json: bool, temporal: bool = True, video: VideoOptions | None = None,
 ) -> int:  # fmt: skip
     """Run the folder with a progress display; print the summary; return the exit code (1 when any file failed)."""
     from stylize.api import Stylizer
@@ -50,7 +50,7 @@ def apply_folder(
                 if record is not None and record.status == "failed":
                     progress.console.print(f"[red]failed[/red] {escape(display_path(record.input))}: {escape(record.reason or '')}", markup=True)
 
-            summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report)
+            summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report, temporal=temporal, video=video)
     else:
         count = [0]
 
@@ -62,7 +62,7 @@ def apply_folder(
             line += f" -> {display_path(record.output)} ({record.seconds:.2f} s)" if record.status == "done" else f": {record.reason}"
             print(line, file=sys.stderr, flush=True)
 
-        summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report)
+        summary = stylizer.apply_folder(source, target, options, on_progress=on_progress, report=report, temporal=temporal, video=video)
     if show:
         if as_json:
             typer.echo(json.dumps(summary.to_dict()))

@@ -1,0 +1,187 @@
+"""Video frames through the per-image pipeline, stable from one frame to the next.
+
+:class:`FrameStylizer` is the :class:`stylize.video.FrameProcessor` that ``stylize apply clip.mp4 out.mp4`` runs:
+batches of consecutive frames go through :func:`stylize.pipeline.stylize`, the same stage photos use. Per-frame
+stylization flickers: instance norm normalises every frame by its own statistics, so a small change anywhere shifts
+the whole frame's tone, and strokes are redrawn from scratch each frame. Two remedies, each optional:
+
+- :class:`TemporalStatistics` carries every instance norm's statistics across frames: each layer normalises with a
+  running mean of its per-channel mean and variance (weight ``momentum`` on the past), restarted at scene cuts. The
+  engine's executors, tiles included, call it at every normalised layer (:class:`stylize.topology.NormStatistics`).
+- :class:`FlowBlend` blends each stylized frame with the previous one, warped by the motion between the *input*
+  frames (OpenCV's DIS optical flow), where the warped previous input matches the current one (no blend where the
+  motion estimate fails: occlusions, cuts).
+
+A scene cut (the small grey thumbnails of two frames differ by more than ``scene_cut``) restarts both. All state is
+saved at segment ends (:meth:`FrameStylizer.state_dict`), so a resumed run gives the same frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from stylize import pipeline
+from stylize.blending import luminance
+from stylize.config import ApplyOptions, TemporalOptions
+from stylize.decoding import to_float
+from stylize.encoding import quantize
+from stylize.engine import Engine
+from stylize.pipeline import StyleWeights
+
+#: Side of the grey thumbnails compared to find scene cuts.
+THUMBNAIL = 32
+#: Longest side at which motion is estimated (the flow is scaled up to the frame): finer adds time, not accuracy.
+FLOW_SIDE = 640
+
+
+def thumbnail(frame: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` uint8 -> ``(THUMBNAIL, THUMBNAIL)`` float grey in ``[0, 1]``."""
+    grey = luminance(to_float(frame)[None])  # (1, 1, H, W)
+    return F.adaptive_avg_pool2d(grey, THUMBNAIL)[0, 0]
+
+
+class TemporalStatistics:
+    """Running per-layer instance-norm statistics over frames (a :class:`stylize.topology.NormStatistics` hook).
+
+    Frame ``t`` of a layer normalises with ``m_t = momentum * m_{t-1} + (1 - momentum) * mean_t`` (and the same for the
+    variance); at a scene cut, and on the first frame, ``m_t = mean_t``. :meth:`begin` gives the cut flags of the next
+    batch; the hook takes rows in order, whether a layer sees the whole batch at once or one image at a time (tiles).
+    """
+
+    def __init__(self, momentum: float) -> None:
+        self.momentum = momentum
+        self.state: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cuts: list[bool] = []
+        self._position: dict[str, int] = {}
+
+    def begin(self, cuts: list[bool]) -> None:
+        self._cuts, self._position = list(cuts), {}
+
+    def __call__(self, name: str, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self._position.get(name, 0)
+        self._position[name] = start + mean.shape[0]
+        previous = self.state.get(name)
+        means, variances = [], []
+        for row in range(mean.shape[0]):
+            m, v = mean[row].float(), var[row].float()
+            cut = self._cuts[start + row] if start + row < len(self._cuts) else False
+            if previous is not None and not cut:
+                m = torch.lerp(m, previous[0].to(m.device), self.momentum)
+                v = torch.lerp(v, previous[1].to(v.device), self.momentum)
+            previous = (m, v)
+            means.append(m)
+            variances.append(v)
+        self.state[name] = previous  # type: ignore[assignment]
+        return torch.stack(means), torch.stack(variances)
+
+
+class FlowBlend:
+    """Blends each stylized frame with the previous output, warped along the input frames' motion."""
+
+    def __init__(self, weight: float, tolerance: float) -> None:
+        import cv2  # the video extra brings it: pip install 'stylize[video]'
+
+        self.weight = weight
+        self.tolerance = tolerance
+        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self.previous_input: torch.Tensor | None = None  # (3, H, W) float in [0, 1]
+        self.previous_output: torch.Tensor | None = None  # (3, H, W) float in [0, 1], what was written
+
+    def __call__(self, frame: torch.Tensor, stylized: torch.Tensor, cut: bool) -> torch.Tensor:
+        """``frame`` (3, H, W) uint8 input, ``stylized`` (3, H, W) float result -> the blended result."""
+        current = to_float(frame).cpu()
+        previous_in, previous_out = self.previous_input, self.previous_output
+        if not cut and previous_in is not None and previous_out is not None and previous_out.shape == stylized.shape:
+            grid = self._grid(current, previous_in)  # where each pixel of this frame was in the previous one
+            warped_in = F.grid_sample(previous_in[None], grid, align_corners=False, padding_mode="border")[0]
+            warped_out = F.grid_sample(previous_out[None], grid, align_corners=False, padding_mode="border")[0]
+            mismatch = (warped_in - current).abs().mean(0, keepdim=True)  # (1, H, W)
+            trust = (1.0 - mismatch / self.tolerance).clamp_(0.0, 1.0) * self.weight
+            stylized = torch.lerp(stylized, warped_out, trust)
+        self.previous_input, self.previous_output = current, stylized
+        return stylized
+
+    def _grid(self, current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """``grid_sample`` coordinates ``(1, H, W, 2)`` in ``[-1, 1]`` from the dense motion current -> previous."""
+        height, width = current.shape[1:]
+        scale = min(1.0, FLOW_SIDE / max(height, width))
+        size = (max(8, round(height * scale)), max(8, round(width * scale)))
+
+        def grey(image: torch.Tensor):
+            small = F.interpolate(luminance(image[None]), size=size, mode="area")[0, 0]
+            return small.mul(255).round_().to(torch.uint8).numpy()
+
+        flow = torch.from_numpy(self.flow.calc(grey(current), grey(previous), None))  # (h, w, 2) pixels at size
+        flow = F.interpolate(flow.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        flow[0] *= width / size[1]
+        flow[1] *= height / size[0]
+        ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+        x = (xs + flow[0] + 0.5) / width * 2 - 1
+        y = (ys + flow[1] + 0.5) / height * 2 - 1
+        return torch.stack([x, y], dim=-1)[None]
+
+
+@dataclass
+class FrameStylizer:
+    """Runs batches of video frames through the pipeline; a :class:`stylize.video.FrameProcessor`.
+
+    ``temporal`` None stylizes every frame on its own. Returns ``(3, H, W)`` uint8 frames.
+    """
+
+    engine: Engine
+    weights: StyleWeights
+    options: ApplyOptions
+    temporal: TemporalOptions | None = None
+
+    def __post_init__(self) -> None:
+        temporal = self.temporal
+        self.statistics = TemporalStatistics(temporal.momentum) if temporal and temporal.momentum > 0 else None
+        self.blend = FlowBlend(temporal.flow_weight, temporal.flow_tolerance) if temporal and temporal.flow_weight > 0 else None
+        self.previous_thumbnail: torch.Tensor | None = None
+
+    def __call__(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+        cuts = self._cuts(frames)
+        if self.statistics is not None:
+            self.statistics.begin(cuts)
+        results = pipeline.stylize(self.engine, frames, self.weights, self.options, statistics=self.statistics)
+        out = []
+        for frame, result, cut in zip(frames, results, cuts, strict=True):
+            if self.blend is not None:
+                result = self.blend(frame, result, cut)
+            out.append(quantize(result).permute(2, 0, 1))  # (3, H, W) view of (H, W, 3) uint8
+        return out
+
+    def _cuts(self, frames: list[torch.Tensor]) -> list[bool]:
+        """Whether each frame starts a new scene (the first frame of the clip does)."""
+        cuts = []
+        for frame in frames:
+            small = thumbnail(frame)
+            previous = self.previous_thumbnail
+            threshold = self.temporal.scene_cut if self.temporal else 0.0
+            cuts.append(previous is None or (small - previous).abs().mean().item() > threshold)
+            self.previous_thumbnail = small
+        return cuts
+
+    # -- resumable state ------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        if self.previous_thumbnail is not None:
+            state["thumbnail"] = self.previous_thumbnail
+        if self.statistics is not None:
+            for name, (mean, var) in self.statistics.state.items():
+                state[f"statistics.{name}.mean"], state[f"statistics.{name}.var"] = mean.cpu(), var.cpu()
+        if self.blend is not None and self.blend.previous_input is not None:
+            state["blend.input"], state["blend.output"] = self.blend.previous_input, self.blend.previous_output  # type: ignore[assignment]
+        return {key: value.contiguous() for key, value in state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.previous_thumbnail = state.get("thumbnail")
+        if self.statistics is not None:
+            names = {key[len("statistics.") : -len(".mean")] for key in state if key.startswith("statistics.") and key.endswith(".mean")}
+            self.statistics.state = {name: (state[f"statistics.{name}.mean"], state[f"statistics.{name}.var"]) for name in names}
+        if self.blend is not None:
+            self.blend.previous_input, self.blend.previous_output = state.get("blend.input"), state.get("blend.output")
