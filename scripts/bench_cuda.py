@@ -11,11 +11,10 @@ Parts (``--parts``, comma-separated; all by default):
   read once and output written once in 16-bit (norms, pads and ReLUs fused away: the least traffic any implementation
   needs). Target (speed issue): the Johnson network at 1024x1024 within 3x of its floor.
 - ``precision``: ``choose_precision`` on CUDA for the bundled models on real photos (``--photos``).
-- ``folder``: ``stylize apply DIR OUT --device cuda`` on ``--folder``, with nvJPEG decoding on and off
-  (``STYLIZE_GPU_DECODE``), alternating, in fresh processes.
+- ``folder``: ``stylize apply DIR OUT --device cuda`` on ``--folder``, two rounds, each in a fresh process.
 - ``train``: ``scripts/bench_train.py --device cuda`` (ours versus plain fp32, batch 4, 256x256).
-- ``tiling``: ``--tile auto`` at 4096 and 8192 px with the whole card, and at 8192 px with the process capped to
-  2 GiB of GPU memory (whole pass out of memory, so it must stream): none may fail.
+- ``tiling``: ``Stylizer.apply(tensor, tile="auto")`` at 4096 and 8192 px with the whole card, and at 8192 px with
+  the process capped to 2 GiB of GPU memory (whole pass out of memory, so it must stream): none may fail.
 
     python scripts/bench_cuda.py --photos PHOTOS_DIR --folder FOLDER --out results.json
 
@@ -131,8 +130,9 @@ def apply_part(rates: dict[str, float], size: int, compiled: bool) -> tuple[list
             engine._prepared = PreparedGenerator(engine.generator, dtype, channels_last=channels_last, rewrite=rewrite).to(CUDA)
 
             def ours(engine=engine, weights=weights, benchmark=compile_mode == "benchmark"):
+                # The engine's whole-image pass without its copy of the result to the CPU (Engine.run_whole adds it).
                 with torch.inference_mode(), engine._conv_precision(), cudnn_benchmark(benchmark):
-                    return engine._forward_optimized(images, weights)
+                    return engine._run_prepared(images, weights, None)  # None: each image's own norm statistics
 
             extra = {"always": " compiled+graphs", "benchmark": " cudnn.benchmark", "never": " sub-pixel rewrites"}.get(compile_mode, "")
             label = f"ours {precision}{' channels_last' if channels_last else ''}{extra}"
@@ -166,7 +166,7 @@ def apply_part(rates: dict[str, float], size: int, compiled: bool) -> tuple[list
 def precision_part(photos: Path) -> list[dict]:
     from PIL import Image
 
-    from stylize.imaging import image_to_tensor
+    from stylize.decoding import pixels_of, to_float
     from stylize.precision import choose_precision
 
     paths = sorted(p for p in photos.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:3]
@@ -174,7 +174,7 @@ def precision_part(photos: Path) -> list[dict]:
     for path in paths:
         image = Image.open(path).convert("RGB")
         image.thumbnail((512, 512))
-        images.append(image_to_tensor(image))
+        images.append(to_float(pixels_of(image)))  # (3, H, W) in [0, 1]
     rows = []
     print(f"\nprecision on CUDA ({len(images)} photos from {photos}, ~512 px)")
     for name in ("multistyle26", "starry_night"):
@@ -187,27 +187,26 @@ def precision_part(photos: Path) -> list[dict]:
 
 def folder_part(folder: Path, rounds: int = 2) -> list[dict]:
     rows = []
-    env_base = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     count = sum(1 for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     print(f"\nfolder on CUDA: {count} photos in {folder}, fresh process per run")
-    print(f"{'nvJPEG':<8} {'round':>5} {'wall s':>8} {'img/s (wall)':>13} {'img/s (in run)':>15}")
+    print(f"{'round':>5} {'wall s':>8} {'img/s (wall)':>13} {'img/s (in run)':>15}")
     for round_ in range(rounds):
-        for gpu_decode in ("1", "0"):
-            out = Path(os.environ.get("TMPDIR", "/tmp")) / f"stylize-bench-folder-{gpu_decode}-{round_}"
-            started = time.perf_counter()
-            result = subprocess.run(
-                [sys.executable, "-m", "stylize", "apply", str(folder), str(out), "--device", "cuda", "--json", "--overwrite"],
-                env={**env_base, "STYLIZE_GPU_DECODE": gpu_decode}, capture_output=True, timeout=300,
-            )  # fmt: skip
-            wall = time.perf_counter() - started
-            if result.returncode:
-                print(f"failed: {result.stderr.decode()[-500:]}")
-                rows.append({"gpu_decode": gpu_decode, "error": result.stderr.decode()[-500:]})
-                continue
-            summary = json.loads(result.stdout)
-            rows.append({"gpu_decode": gpu_decode, "round": round_, "wall_s": wall, "summary": summary})
-            rate = summary["images_per_second"]
-            print(f"{'on' if gpu_decode == '1' else 'off':<8} {round_:>5} {wall:>8.2f} {summary['done'] / wall:>13.2f} {rate:>15.2f}")
+        out = Path(os.environ.get("TMPDIR", "/tmp")) / f"stylize-bench-folder-{round_}"
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "stylize", "apply", str(folder), str(out), "--device", "cuda", "--json", "--overwrite"],
+            env=env, capture_output=True, timeout=300,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        if result.returncode:
+            print(f"failed: {result.stderr.decode()[-500:]}")
+            rows.append({"round": round_, "error": result.stderr.decode()[-500:]})
+            continue
+        summary = json.loads(result.stdout.decode().strip().splitlines()[-1])  # --json prints the summary last
+        rows.append({"round": round_, "wall_s": wall, "summary": summary})
+        rate = summary["images_per_second"]
+        print(f"{round_:>5} {wall:>8.2f} {summary['done'] / wall:>13.2f} {rate:>15.2f}")
     return rows
 
 
@@ -232,7 +231,7 @@ def tiling_part() -> tuple[list[dict], bool]:
             torch.cuda.set_per_process_memory_fraction(cap / total)
         started = time.perf_counter()
         try:
-            out = stylizer.apply_tensor(image, tile="auto")
+            out = stylizer.apply(image, tile="auto")
             result = "ok" if out.shape == image.shape and bool(torch.isfinite(out).all()) else "bad"
         except Exception as exc:  # noqa: BLE001 - the point is to report any failure
             result = f"FAILED {type(exc).__name__}: {str(exc)[:200]}"

@@ -7,6 +7,7 @@ For the bundled 26-style network (fp32) and the Johnson network (random weights,
 This is how the engine's choice was made: rewrites for eager runs, the plain network for compiled ones.
 
     python scripts/bench_rewrites.py [--size 1024] [--repeats 5]
+    python scripts/bench_rewrites.py --size 32 --repeats 1 --eager-only   # smoke test: no compiles (minutes each)
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from stylize.config import ARCHITECTURES  # noqa: E402
 from stylize.fastpath import PreparedGenerator  # noqa: E402
 from stylize.modelfile import load_model  # noqa: E402
 from stylize.network import Generator  # noqa: E402
+from stylize.topology import style_weights  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--eager-only", action="store_true", help="skip the torch.compile variants")
     args = parser.parse_args()
     torch.manual_seed(0)
     networks = {
@@ -52,11 +55,12 @@ def main() -> int:
             variants = {}
             for rewrite in (False, True):
                 prepared = PreparedGenerator(generator, dtype, rewrite=rewrite)
-                affine = prepared.mixed_affine(prepared.style_weights(weights, 1, image.device))
-                compiled = torch.compile(prepared.core, dynamic=False)
+                affine = prepared.mixed_affine(style_weights(weights, generator.config.num_styles, 1, image.device))
                 label = "rewritten" if rewrite else "plain"
                 variants[f"eager {label}"] = lambda p=prepared, a=affine: p.core(image, a, args.size, args.size)
-                variants[f"compiled {label}"] = lambda c=compiled, a=affine: c(image, a, args.size, args.size)
+                if not args.eager_only:
+                    compiled = torch.compile(prepared.core, dynamic=False)
+                    variants[f"compiled {label}"] = lambda c=compiled, a=affine: c(image, a, args.size, args.size)
             errors = {label: (function() - reference).abs().max().item() for label, function in variants.items()}  # also warms up
             times: dict[str, list[float]] = {label: [] for label in variants}
             for _ in range(args.repeats):

@@ -40,14 +40,10 @@ if "--stylize-process" in sys.argv:
 import torch  # noqa: E402
 
 from stylize.config import ARCHITECTURES, LossConfig  # noqa: E402
+from stylize.devices import autocast_dtype  # noqa: E402
 from stylize.losses import PerceptualLoss  # noqa: E402
 from stylize.network import Generator  # noqa: E402
-from stylize.training import (  # noqa: E402
-    apply_gradients,
-    compute_losses,
-    resolve_precision,
-    trainable_parameters,
-)
+from stylize.training import apply_gradients, compute_losses, trainable_parameters  # noqa: E402
 from stylize.training_data import load_style_image  # noqa: E402
 from stylize.vgg import load_vgg16  # noqa: E402
 
@@ -59,7 +55,7 @@ class Loop:
         torch.manual_seed(0)
         self.fast = fast
         self.device = device
-        self.dtype = resolve_precision("auto", device) if fast else None
+        self.dtype = autocast_dtype("auto", device) if fast else None
         self.layout = torch.channels_last if fast else torch.contiguous_format
         self.generator = Generator(ARCHITECTURES[arch]).to(device, memory_format=self.layout)
         parameters = trainable_parameters(self.generator, 0) if fast else list(self.generator.parameters())

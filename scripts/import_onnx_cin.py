@@ -10,7 +10,8 @@ Downloads nothing: fetch the package yourself and point this script at the ONNX 
 It reads the initialisers with the ``onnx`` package (pip install '.[import]'), rebuilds the network as a
 :class:`stylize.network.Generator`, writes ``models/<name>.safetensors`` with provenance and licence, and, when
 onnxruntime is installed, checks parity with it on the given photos and on odd sizes and writes a small golden
-input/output pair to ``tests/data/`` so the test suite can check parity without onnxruntime.
+input/output pair to ``tests/data/`` so the test suite can check parity without onnxruntime. It prints the file's
+SHA-256, which :data:`stylize.resources.BUNDLED_SHA256` must record for a bundled model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from stylize.config import ARCHITECTURES  # noqa: E402
 from stylize.modelfile import StyleModel, save_model  # noqa: E402
 from stylize.network import Generator  # noqa: E402
+from stylize.resources import BUNDLED_SHA256, sha256_of  # noqa: E402
 
 # ONNX layer prefix -> our module name.
 LAYER_NAMES = {
@@ -88,7 +90,7 @@ def load_photo(path: Path, max_side: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-    image.thumbnail((max_side, max_side), Image.LANCZOS)
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0
 
 
@@ -190,7 +192,10 @@ def main() -> int:
         default_style=DEFAULT_STYLE,
     )
     target = save_model(model, args.out_dir / f"{args.name}.safetensors")
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB), eps {eps}")
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB), eps {eps}, sha256 {sha256_of(target)}")
+    recorded = BUNDLED_SHA256.get(f"models/{target.name}")
+    if recorded is not None and recorded != sha256_of(target):
+        print(f"stylize/resources.py records {recorded} for models/{target.name}: to bundle this file, record its SHA-256 there")
 
     try:
         import onnxruntime  # noqa: F401

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How far a training step's gradients move with the precision of its losses.
 
-Gradients of the full loss with respect to the generator's parameters, for four real photos (the last four of
-``--content-dir``, or random images) and one style, in three settings:
+Gradients of the full loss with respect to the generator's parameters, for ``--batch`` (4) ``--size`` (256) crops of
+real photos (the last ones of ``--content-dir``, or random images) and one style, in three settings:
 
 - (A) everything float32 (the reference);
 - (B) bf16 autocast with the losses in float32 (Gram matrices and content loss of upcast features);
@@ -12,7 +12,7 @@ Printed: the three loss terms, and cosine similarity and relative L2 distance of
 bundled trained ``starry_night`` model and for a freshly initialised Johnson generator. (C) is accepted when it
 stays as close to (A) as (B) does: the losses' precision then adds nothing to what autocast itself changes.
 
-    python scripts/probe_train_precision.py [--content-dir ../shared/data/content/sun80]
+    python scripts/probe_train_precision.py [--content-dir ../shared/data/content/sun80] [--batch 4 --size 256]
 """
 
 from __future__ import annotations
@@ -67,15 +67,17 @@ def gradients(generator, loss, images, autocast, float32_losses):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--content-dir", type=Path, default=None)
+    parser.add_argument("--batch", type=int, default=4, help="images per step")
+    parser.add_argument("--size", type=int, default=256, help="side of the square crops")
     args = parser.parse_args()
     torch.manual_seed(0)
     layout = torch.channels_last
     if args.content_dir:
         photos, _ = find_photos(args.content_dir)
         rng = random.Random(1)
-        images = torch.stack([load_crop(path, 256, rng) for path in photos[-4:]])
+        images = torch.stack([load_crop(path, args.size, rng) for path in photos[-args.batch :]])
     else:
-        images = torch.rand(4, 3, 256, 256)
+        images = torch.rand(args.batch, 3, args.size, args.size)
     images = images.contiguous(memory_format=layout)
     _, style = load_style_image("starry_night", 512)
     loss = losses.PerceptualLoss(load_vgg16().to(memory_format=layout), LossConfig())

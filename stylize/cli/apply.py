@@ -78,6 +78,7 @@ def apply(
     }  # fmt: skip
     if style_image and model is None:
         model = ARBITRARY_MODEL
+    video_options = VideoOptions(codec=codec, crf=crf, preset=preset)
     if source != STDIO and os.path.isdir(source):
         from stylize.cli.folder import apply_folder
         from stylize.encoding import OUTPUT_EXTENSIONS
@@ -95,7 +96,6 @@ def apply(
         )  # fmt: skip
         return apply_folder(source, target, model=model, device=device, precision=precision, compile=compile, options=options,
                             report=report, as_json=as_json, temporal=temporal, video=video_options)  # fmt: skip
-    video_options = VideoOptions(codec=codec, crf=crf, preset=preset)
     if source != STDIO and is_video(source):
         from stylize.cli.video import apply_video
 
