@@ -305,7 +305,8 @@ class Stylizer:
         def convert_video(job: Job) -> FileRecord:
             started = time.perf_counter()
             try:
-                self.apply_video(job.source, job.target, options, temporal=temporal, video=video)
+                # videos keep their container: the folder's format is for its images
+                self.apply_video(job.source, job.target, options.replace(format=None), temporal=temporal, video=video)
             except StylizeError as exc:
                 return FileRecord(str(job.source), str(job.target), "failed", exc.one_line(), time.perf_counter() - started)
             return FileRecord(str(job.source), str(job.target), "done", None, time.perf_counter() - started)

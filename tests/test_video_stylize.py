@@ -1,0 +1,145 @@
+"""Videos through the pipeline: stylize apply clip.mp4 out.mp4, temporal stability, exact resumes, folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("av")
+pytest.importorskip("cv2")
+
+from stylize.api import Stylizer  # noqa: E402
+from stylize.config import ApplyOptions, TemporalOptions, VideoOptions  # noqa: E402
+from stylize.errors import StylizeError  # noqa: E402
+from stylize.temporal import FrameStylizer, TemporalStatistics  # noqa: E402
+from stylize.video import transcode  # noqa: E402
+from tests.conftest import invoke, make_photo  # noqa: E402
+from tests.test_video import decoded, make_clip, packets  # noqa: E402
+
+SEGMENTS = VideoOptions(segment_seconds=0.25, preset="ultrafast")  # 6 frames a segment at 24 fps
+
+
+@pytest.fixture(scope="module")
+def stylizer() -> Stylizer:
+    return Stylizer.load("multistyle26", device="cpu", precision="fp32", compile="never")
+
+
+def moving_clip(path: Path, frames: int = 18, cut_at: int | None = None) -> Path:
+    """A textured picture panning 1 pixel a frame (and another picture from ``cut_at`` on): known motion."""
+    import av
+
+    rng = np.random.default_rng(0)
+    base = (np.kron(rng.random((20, 30, 3)), np.ones((4, 4, 1))) * 255).astype(np.uint8)  # 80x120
+    other = 255 - base
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "10"})
+    stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+    for index in range(frames):
+        picture = other if cut_at is not None and index >= cut_at else base
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture[8:72, index : index + 96]), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def flicker(path: Path) -> float:
+    """Mean |frame_t shifted by the known motion - frame_t+1| over the visible pixels, in /255."""
+    frames = [rgb.astype(np.float32) for _, rgb in decoded(path)]
+    return float(np.mean([np.abs(a[:, 1:] - b[:, :-1]).mean() for a, b in zip(frames, frames[1:], strict=False)]))
+
+
+def test_temporal_statistics_follow_a_running_mean_and_restart_at_cuts():
+    hook = TemporalStatistics(momentum=0.5)
+    mean, var = torch.tensor([[0.0], [2.0], [4.0]]), torch.tensor([[1.0], [1.0], [3.0]])
+    hook.begin([True, False, True])
+    got_mean, got_var = hook("layer", mean, var)
+    assert got_mean.flatten().tolist() == [0.0, 1.0, 4.0] and got_var.flatten().tolist() == [1.0, 1.0, 3.0]
+    hook.begin([False])  # one image at a time (tiles) continues the same sequence
+    assert hook("layer", torch.tensor([[8.0]]), torch.tensor([[1.0]]))[0].item() == 6.0
+
+
+def test_temporal_frames_flicker_less_than_per_frame(stylizer, tmp_path):
+    clip = moving_clip(tmp_path / "pan.mp4", frames=10)
+    plain = stylizer.apply_video(clip, tmp_path / "plain.mp4", temporal=False, video=SEGMENTS)
+    steady = stylizer.apply_video(clip, tmp_path / "steady.mp4", temporal=True, video=SEGMENTS)
+    assert plain.frames == steady.frames == 10
+    assert flicker(tmp_path / "steady.mp4") < 0.8 * flicker(tmp_path / "plain.mp4")
+
+
+def test_a_scene_cut_restarts_the_temporal_state(stylizer):
+    frames = [torch.full((3, 32, 40), 30, dtype=torch.uint8), torch.full((3, 32, 40), 220, dtype=torch.uint8)]
+    processor = FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions(), TemporalOptions())
+    assert processor._cuts(frames) == [True, True]  # the first frame, and a jump to another picture
+    assert processor._cuts([frames[1].clone()]) == [False]
+
+
+def test_a_killed_temporal_run_resumes_to_the_same_bytes(stylizer, tmp_path, monkeypatch):
+    clip = moving_clip(tmp_path / "pan.mp4", frames=24)
+    reference = stylizer.apply_video(clip, tmp_path / "reference.mp4", video=SEGMENTS)
+    calls = {"n": 0}
+    original = FrameStylizer.__call__
+
+    def crash_in_the_third_segment(self, frames):
+        calls["n"] += 1
+        if calls["n"] == 5:  # batches of 4 within 6-frame segments: 4, 2, 4, 2, [crash]
+            raise RuntimeError("simulated kill")
+        return original(self, frames)
+
+    monkeypatch.setattr(FrameStylizer, "__call__", crash_in_the_third_segment)
+    target = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        stylizer.apply_video(clip, target, video=SEGMENTS)
+    assert not target.exists()
+    monkeypatch.setattr(FrameStylizer, "__call__", original)
+    resumed = stylizer.apply_video(clip, target, video=SEGMENTS)
+    assert resumed.segments_reused == 2 and resumed.frames == reference.frames
+    assert packets(target, "video") == packets(tmp_path / "reference.mp4", "video")
+
+
+def test_another_style_does_not_reuse_segments_of_an_interrupted_run(stylizer, tmp_path):
+    clip = moving_clip(tmp_path / "pan.mp4", frames=12)
+    first = transcode(clip, tmp_path / "a.mp4", lambda frames: frames, SEGMENTS, fingerprint="one")
+    assert first.segments_reused == 0
+    result = stylizer.apply_video(clip, tmp_path / "b.mp4", style="3", video=SEGMENTS)
+    assert result.segments_reused == 0
+
+
+def test_cli_video_keeps_the_sound_and_reports_json(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    out = tmp_path / "out.mkv"
+    result = invoke("apply", str(clip), str(out), "--json", "--preset", "ultrafast", "--max-size", "48")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["frames"] == 12 and record["size"] == [48, 36] and record["streams_copied"] == ["audio #1 (aac)"]
+    assert [data for *_, data in packets(out, "audio")] == [data for *_, data in packets(clip, "audio")]  # copied, not re-encoded
+    again = invoke("apply", str(clip), str(out))
+    assert again.returncode == 2 and b"--overwrite" in again.stderr
+
+
+def test_folders_convert_their_videos_too(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "clip.mp4", frames=6)
+    make_photo(folder / "photo.png", (40, 32))
+    result = invoke("apply", str(folder), str(tmp_path / "out"), "--workers", "0", "--json", "--no-temporal")
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0 and summary["done"] == 2, result.stderr
+    assert (tmp_path / "out" / "clip.mp4").is_file() and (tmp_path / "out" / "photo.png").is_file()
+    only_images = invoke("apply", str(folder), str(tmp_path / "out2"), "--workers", "0", "--json", "--ext", "png")
+    assert json.loads(only_images.stdout)["done"] == 1
+
+
+def test_a_painting_style_works_on_video(tmp_path):
+    arbitrary = Stylizer.load("arbitrary", device="cpu", precision="fp32", compile="never")
+    painting = Path(__file__).resolve().parent.parent / "stylize" / "data" / "styles" / "wave.jpg"
+    result = arbitrary.apply_video(make_clip(tmp_path / "c.mp4", frames=6), tmp_path / "o.mp4", style_image=str(painting), video=SEGMENTS)
+    assert result.frames == 6
+    with pytest.raises(StylizeError, match="painting"):
+        arbitrary.apply_video(tmp_path / "c.mp4", tmp_path / "p.mp4", video=SEGMENTS)
