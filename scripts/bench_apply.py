@@ -16,9 +16,10 @@ is per model and size (convs only); the matrix ceilings (fp32, bf16) are measure
 1024 px photo goes through ``python -m stylize apply`` in a fresh process, against the bare forward time plus
 the torch import. Finally (not with ``--quick``; alone with ``--api-row``) the Python API against the CLI engine,
 each in fresh processes on a ``--api-size`` square of the bundled default model, one warm-up call then
-``--api-calls`` timed ones, medians: a user script (``import torch; from stylize import Stylizer;
-s = Stylizer.load(); s.apply(x)``) against the engine as the CLI runs it (:func:`stylize.runtime.prepare_process`
-before torch is imported, then ``Stylizer.load().engine.forward(x, weights)``); the API must be within 10%.
+``--api-calls`` timed ones, medians: a user script as the README's Python example writes it (``import stylize;
+stylize.prepare_process(); import torch; s = stylize.Stylizer.load(); s.apply(x)``) against the engine as the CLI
+runs it (:func:`stylize.runtime.prepare_process` before torch is imported, then
+``Stylizer.load().engine.forward(x, weights)``); the API must be within 10%.
 Exits 1 when a target is missed. Downloads nothing::
 
     python scripts/bench_apply.py --onnx /path/to/multistyle26.onnx --photo /path/to/photo.jpg [--large] [--quick]
@@ -26,7 +27,7 @@ Exits 1 when a target is missed. Downloads nothing::
     python scripts/bench_apply.py --onnx ... --photo ... --sides 32 --repeats 1   # smoke test of the table
 
 The Johnson network has random weights here (no trained Johnson model is bundled); FLOPs and speed do not depend
-on the weights, and its precision is bf16 as the issue's target specifies.
+on the weights; it runs in bf16.
 """
 
 from __future__ import annotations
@@ -234,15 +235,19 @@ def end_to_end(photo: Path, tree: Path, repeats: int) -> dict[str, float]:
     return {"e2e": statistics.median(e2e), "import": statistics.median(imports), "bare": bare, "size": image.size, "heavy": heavy}
 
 
-# A fresh process timing one way of running the bundled default model: "api" as a user script does it (torch imported
-# first, then Stylizer.load() and apply()), "cli" as `stylize apply` does it (prepare_process() before torch is
-# imported, then the engine's forward with the CLI's defaults). Prints the per-call times as JSON.
+# A fresh process timing one way of running the bundled default model: "api" as the README's Python example does it
+# (stylize.prepare_process() first, then torch, Stylizer.load() and apply()), "cli" as `stylize apply` does it
+# (prepare_process() before torch is imported, then the engine's forward with the CLI's defaults). Prints the per-call
+# times as JSON.
 _ROW_CHILD = """
 import json, sys, time
 way, side, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if way == "cli":
     from stylize.runtime import prepare_process
     prepare_process()
+else:
+    import stylize
+    stylize.prepare_process()
 import torch
 from stylize import Stylizer
 stylizer = Stylizer.load()
