@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_setup_venv.sh
-setup_venv ""
+setup_venv "video"
 mkdir -p out
 .venv/bin/stylize apply stylize/data/photos/astronaut.jpg out/astronaut_stylized.jpg --overwrite "$@"
 echo "result: $(pwd)/out/astronaut_stylized.jpg"
