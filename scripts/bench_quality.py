@@ -189,6 +189,13 @@ def check_targets(results: dict[str, dict]) -> list[tuple[str, str]]:
     return lines
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text)
 
@@ -207,6 +214,8 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench/quality-cache", help="per-image optimisation cache")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 5 L-BFGS steps, 1 photo, steps 2,4")
     args = parser.parse_args()
+    for name in ("painting", "photos", "out", "cache"):  # training runs in ROOT: relative paths must not move
+        setattr(args, name, getattr(args, name).resolve())
 
     common = COMMON_TRAIN_ARGS
     if args.quick:
@@ -266,9 +275,9 @@ def main() -> int:
     threads = torch.get_num_threads()
     print(f"\npainting {args.painting.name}, {len(held_out)} held-out photos of {args.photos.name} (last by name; "
           f"{len(training_photos)} others for training), long side {args.size}, per-image optimisation "
-          f"{args.lbfgs_steps} L-BFGS iterations, {platform.processor() or platform.machine()}, {threads} threads, {date.today()}")
+          f"{args.lbfgs_steps} L-BFGS iterations, {cpu_name()}, {threads} threads, {date.today()}")
     seconds = [record["seconds"] for record in references]
-    print(f"per-image optimisation: {sum(seconds) / len(seconds):.1f} s per photo (mean; "
+    print(f"per-image optimisation (timed when computed, cached since): {sum(seconds) / len(seconds):.1f} s per photo (mean; "
           f"{min(seconds):.1f}-{max(seconds):.1f}), mean total {sum(t['total'] for t in reference_terms) / len(seconds):.4g}")
     print("ratios are model loss / optimisation loss, mean over photos of per-photo ratios; 'total sums' is the ratio of sums")
     header = (f"{'contender':<22} {'train s':>8} {'apply s':>8} {'total':>7} {'total sums':>10} "
@@ -291,7 +300,7 @@ def main() -> int:
     print(f"strips: {args.out / 'strips'}; wall clock {time.perf_counter() - started:.0f} s")
 
     report = {
-        "command": " ".join(sys.argv), "date": str(date.today()), "threads": threads, "painting": str(args.painting),
+        "command": " ".join(sys.argv), "date": str(date.today()), "cpu": cpu_name(), "threads": threads, "painting": str(args.painting),
         "size": args.size, "lbfgs": asdict(LbfgsSettings(steps=args.lbfgs_steps)), "loss": asdict(loss_config),
         "held_out": [p.name for p in held_out], "training_photos": len(training_photos),
         "train_args": list(common), "variants": {k: asdict(VARIANTS[k]) for k in keys},
