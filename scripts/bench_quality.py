@@ -71,12 +71,13 @@ class Variant:
 
 #: The variants, by the key ``--variants`` takes. (a) and (b) wait for features the lead is adding.
 VARIANTS: dict[str, Variant] = {
-    "prediction": Variant("(a)", "the predicted norm parameters alone, no training", None, "needs the prediction feature"),
-    "init-predicted": Variant("(b)", "26-style network plus the painting, gamma/beta start at the prediction", None,
-                              "needs `stylize train --init predicted`"),
-    "from26": Variant("(b')", "26-style network plus the painting, only its gamma/beta train",
-                      ("--from", "{models}/multistyle26.safetensors")),
-    "scratch": Variant("(c)", "from-scratch Johnson network", ("--arch", "johnson")),
+    "prediction": Variant("(a)", "the predicted style alone (stylize save-style), no training", ("save-style",)),
+    "init-predicted": Variant("(b)", "arbitrary-style network, the painting's predicted norm rows, only they train",
+                              ("--init", "predicted", "--trainable", "norms")),
+    "init-predicted-all": Variant("(b all)", "arbitrary-style network from the prediction, every layer trains",
+                                  ("--init", "predicted", "--trainable", "all")),
+    "from26": Variant("(b')", "26-style network plus the painting, only its gamma/beta train", ("--from", "multistyle26")),
+    "scratch": Variant("(c)", "from-scratch Johnson network", ("--init", "random", "--arch", "johnson")),
 }
 #: Flags every training variant gets: the paper's batch and crop size, fixed seed, one decoding worker (2-core host).
 COMMON_TRAIN_ARGS = ("--batch-size", "4", "--image-size", "256", "--seed", "0", "--workers", "1")
@@ -124,11 +125,20 @@ def link_training_photos(photos: list[Path], folder: Path) -> Path:
 def train_variant(
     key: str, variant: Variant, painting: Path, content_dir: Path, steps: list[int], common: tuple[str, ...], folder: Path
 ) -> list[ModelContender]:
-    """Consecutive ``stylize train`` runs to each stop in ``steps``; a snapshot of the model file at each stop."""
+    """Consecutive ``stylize train`` runs to each stop in ``steps``; a snapshot of the model file at each stop.
+    The "save-style" variant is one ``stylize save-style`` (the prediction alone), timed the same way."""
     if folder.exists():
         shutil.rmtree(folder)  # a stale checkpoint would be resumed by --resume auto
     folder.mkdir(parents=True)
     model = folder / "model.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if variant.train_args == ("save-style",):
+        command = [sys.executable, "-m", "stylize", "save-style", str(model), "--style-image", str(painting)]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"[{key}] stylize save-style failed ({done.returncode}):\n{done.stdout[-3000:]}")
+        return [ModelContender(key, model, None, round(time.perf_counter() - started, 1), 0)]
     args = [a.replace("{models}", str(ROOT / "models")) for a in variant.train_args or ()]
     snapshots, elapsed = [], 0.0
     for stop in steps:
@@ -137,7 +147,6 @@ def train_variant(
                    "--resume", "auto", "--log", str(folder / "log.jsonl"), *common, *args]
         print(f"[{key}] training to step {stop}: {' '.join(command[1:])}", flush=True)
         started = time.perf_counter()
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         elapsed += time.perf_counter() - started
         if done.returncode != 0:

@@ -62,11 +62,7 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys are an error, missing ones take defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown generator settings: {', '.join(sorted(unknown))}")
-        values = dict(data)
+        values = _known_fields(cls, data, "generator")
         for key in ("encoder_channels", "decoder_channels"):
             if key in values:
                 values[key] = tuple(int(v) for v in values[key])
@@ -74,6 +70,14 @@ class GeneratorConfig:
 
     def with_styles(self, num_styles: int) -> GeneratorConfig:
         return dataclasses.replace(self, num_styles=num_styles)
+
+
+def _known_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """A copy of ``data`` (a stored config), refusing keys that are not fields of the dataclass ``cls``."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {', '.join(sorted(unknown))}")
+    return dict(data)
 
 
 #: Named generator sizes for ``stylize train --arch``.
@@ -423,11 +427,7 @@ class PredictorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PredictorConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys are an error, missing ones take defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown predictor settings: {', '.join(sorted(unknown))}")
-        values = dict(data)
+        values = _known_fields(cls, data, "predictor")
         if "stages" in values:  # JSON lists -> tuples
             values["stages"] = tuple(tuple(stage) for stage in values["stages"])
         numbers = [values.get(key, 1) for key in ("image_size", "embedding_size", "stem_channels", "head_channels")]

@@ -543,7 +543,7 @@ def _save(run: _Run, step: int, last_terms: dict[str, float]) -> None:
         provenance={"trained_with": "stylize train", "styles": paintings},
         training={**run.settings, "steps": step, "final_losses": last_terms},
         precision=inference_precision(final, run.held_out, run.device),
-        default_style=run.style_names[0],
+        default_style=run.style_names[run.first_new],  # with from_model: the first style this run added
     )
     save_model(model_file, run.out)
 

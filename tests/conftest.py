@@ -87,3 +87,21 @@ def randomized_generator(config: GeneratorConfig) -> Generator:
             elif name.endswith("beta"):
                 param.uniform_(-0.3, 0.3)
     return generator
+
+
+def noisy_picture(width: int = 48, height: int = 32, seed: int = 0, mode: str = "RGB"):
+    """A deterministic noisy picture (PIL) in ``mode`` "L", "RGB" or "RGBA"."""
+    import numpy as np
+    from PIL import Image
+
+    channels = len(mode)
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    assert image.mode == mode
+    return image
+
+
+def saved(image, path: Path, **options) -> Path:
+    """``image`` saved to ``path`` (Pillow options as keywords)."""
+    image.save(path, **options)
+    return path

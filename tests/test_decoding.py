@@ -7,7 +7,6 @@ import io
 import os
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,22 +16,12 @@ from PIL import Image, ImageOps
 from stylize import decoding
 from stylize.decoding import open_image, pixels_of, read_exif, to_float
 from stylize.errors import EXIT_BAD_INPUT, StylizeError, as_flags
+from tests.conftest import noisy_picture as photo
+from tests.conftest import saved
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def photo(width: int = 48, height: int = 32, seed: int = 0, mode: str = "RGB") -> Image.Image:
-    """A deterministic noisy picture."""
-    channels = len(mode)
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
-    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
-    assert image.mode == mode
-    return image
-
-
-def saved(image: Image.Image, path: Path, **options) -> Path:
-    image.save(path, **options)
-    return path
 
 
 def png_bytes(image: Image.Image) -> bytes:

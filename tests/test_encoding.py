@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,22 +16,9 @@ from stylize.decoding import open_image, pixels_of, to_float
 from stylize.encoding import OUTPUT_EXTENSIONS, encode_image, finish_image, output_format, quantize, tensor_to_image
 from stylize.errors import EXIT_FAILURE, StylizeError
 from stylize.files import write_atomic
+from tests.conftest import noisy_picture as photo
+from tests.conftest import saved
 from tests.robustness_corpus import tiny_model
-
-
-def photo(width: int = 48, height: int = 32, seed: int = 0, mode: str = "RGB") -> Image.Image:
-    """A deterministic noisy picture."""
-    channels = len(mode)
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
-    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
-    assert image.mode == mode
-    return image
-
-
-def saved(image: Image.Image, path: Path, **options) -> Path:
-    image.save(path, **options)
-    return path
-
 
 # --------------------------------------------------------------------------------------------------------------- tensors
 

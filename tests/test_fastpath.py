@@ -99,19 +99,26 @@ def test_unknown_compile_mode_is_refused():
         Engine(Generator(SMALL), torch.device("cpu"), compile="sometimes")
 
 
-def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch):
-    import stylize.engine as engine_module
+def recording_compile(calls: list, seconds: float = 0.0):
+    """A stand-in for stylize.compilation.compile_function: the eager function, recording each call's input shape
+    (and taking ``seconds`` longer)."""
 
-    compiled_calls = []
-
-    def fake_compile(function, cuda_graphs=False):
+    def compile_function(function, cuda_graphs=False):
         def run(*args):
-            compiled_calls.append(args[0].shape)
+            calls.append(args[0].shape)
+            time.sleep(seconds)
             return function(*args)
 
         return run
 
-    monkeypatch.setattr(engine_module, "compile_function", fake_compile)
+    return compile_function
+
+
+def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch):
+    import stylize.engine as engine_module
+
+    compiled_calls: list = []
+    monkeypatch.setattr(engine_module, "compile_function", recording_compile(compiled_calls))
     monkeypatch.setattr(compilation, "AUTO_COMPILE_AFTER_SECONDS", 1e9)
     engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
@@ -130,16 +137,8 @@ def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch)
 def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch):
     import stylize.engine as engine_module
 
-    compiled_calls = []
-
-    def fake_compile(function, cuda_graphs=False):
-        def run(*args):
-            compiled_calls.append(args[0].shape)
-            return function(*args)
-
-        return run
-
-    monkeypatch.setattr(engine_module, "compile_function", fake_compile)
+    compiled_calls: list = []
+    monkeypatch.setattr(engine_module, "compile_function", recording_compile(compiled_calls))
     monkeypatch.setattr(compilation, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)  # the eager rent is always paid up
     engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
@@ -193,18 +192,9 @@ def test_rewrites_are_chosen_per_layer():
 def test_auto_compile_keeps_the_compiled_network_only_where_it_measured_faster(monkeypatch, compiled_is_faster):
     import stylize.engine as engine_module
 
-    compiled_calls = []
-
-    def fake_compile(function, cuda_graphs=False):
-        def run(*args):
-            compiled_calls.append(args[0].shape)
-            if not compiled_is_faster:
-                time.sleep(0.05)  # far slower than an eager 16x16 pass
-            return function(*args)
-
-        return run
-
-    monkeypatch.setattr(engine_module, "compile_function", fake_compile)
+    compiled_calls: list = []
+    # far slower than an eager 16x16 pass, or as fast
+    monkeypatch.setattr(engine_module, "compile_function", recording_compile(compiled_calls, 0.0 if compiled_is_faster else 0.05))
     monkeypatch.setattr(compilation, "AUTO_COMPILE_AFTER_SECONDS", 1e-9)
     engine = Engine(randomized_generator(SMALL), torch.device("cpu"), "fp32")
     images, weights = torch.rand(1, 3, 16, 16), torch.tensor([1.0, 0.0, 0.0])
