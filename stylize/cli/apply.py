@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from stylize.config import ApplyOptions, FolderOptions, VideoOptions
-from stylize.folders import is_video
 
 _APPLY = ApplyOptions()
 _FOLDER = FolderOptions()
@@ -70,6 +69,7 @@ def apply(
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
     from stylize.files import display_path
+    from stylize.folders import is_video
 
     common = {
         "style": style, "mix": mix, "style_image": style_image or None, "strength": strength, "blend": blend,
