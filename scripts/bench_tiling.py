@@ -1,6 +1,7 @@
-"""Benchmark of exact tiled inference (issue 7): accuracy, peak memory and speed against whole-image inference.
+"""Exact tiled inference: accuracy, peak memory and speed against whole-image inference; --memory-limit holds.
 
     PYTHONPATH=. python scripts/bench_tiling.py                      # everything (slow on a 2-core CPU)
+    PYTHONPATH=. python scripts/bench_tiling.py --parts limit        # stylize apply's peak RSS under --memory-limit
     PYTHONPATH=. python scripts/bench_tiling.py --parts accuracy --sizes 2048
     PYTHONPATH=. python scripts/bench_tiling.py --parts rss,big
     PYTHONPATH=. python scripts/bench_tiling.py --sizes 256 --tile 64 --speed-size 256 --rss-size 256 --big 256 \
@@ -10,15 +11,18 @@ Parts: ``accuracy`` (streamed tiles (:func:`stylize.tiling.stream_forward`, RAM 
 whole at each --sizes, seam crop PNG to --seam-out), ``speed`` (time per megapixel at --speed-size, whole vs
 streamed, each in a fresh subprocess), ``rss`` (peak RSS of whole vs streamed at --rss-size, fresh subprocesses,
 VmHWM), ``big`` (--big x --big streamed through temporary files: peak RSS, time, peak size of the temporary
-files). Inputs are real photos from --photos upscaled with bicubic resampling. Whole means the reference
-:class:`~stylize.network.Generator` on the whole image.
+files), ``limit`` (``stylize apply`` as a user runs it, on a --limit-size photo with ``--memory-limit`` 256MB, 512MB
+and 1GB, with ``--tile auto`` and ``--tile 512``: peak RSS (``/usr/bin/time``-style, the child's ru_maxrss) must stay
+within the peak RSS of the same command on a 64-pixel photo plus the limit, plus 15%). Inputs are real photos from
+--photos upscaled with bicubic resampling. Whole means the reference :class:`~stylize.network.Generator` on the
+whole image.
 
 Naive tiles are the contrast, tiling as a user would do it around a network with instance norm: the image is cut
 into --tile-pixel tiles, each tile is run through the whole network on its own with a --halo-pixel margin of
 its real neighbours (so adjacent crops overlap by twice the halo; clamped at the image border), and the tiles'
 centres are stitched edge to edge. Every tile is normalised by its own statistics, which shifts its tones and
 leaves seams; the streamer's whole-image statistics do not.
-Prints a table and exits 1 when a target of the issue is missed.
+Prints a table and exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -184,9 +188,60 @@ def save_seam_crop(whole: torch.Tensor, tiled: torch.Tensor, naive: torch.Tensor
     print(f"seam crop (whole | tiled | naive, centre {centre},{centre}) -> {target}", flush=True)
 
 
+LIMIT_SLACK = 1.15
+
+
+def cli_peak_rss(photo: Path, out: Path, *flags: str) -> int:
+    """Peak RSS in bytes of ``python -m stylize apply photo out --precision fp32 flags`` (the child's ru_maxrss)."""
+    command = [sys.executable, "-m", "stylize", "apply", str(photo), str(out), "--precision", "fp32", "--overwrite", *flags]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"stylize apply failed: {done.stderr[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:  # ru_maxrss of children is the largest so far: measure each run in its own process
+        raise SystemExit("run the limit part in a fresh process per measurement (a previous child peaked higher)")
+    return peak * 1024
+
+
+def memory_limit(args: argparse.Namespace, rows: list, failures: list) -> None:
+    """``--memory-limit M`` bounds the whole process: peak RSS <= (peak RSS on a 64-px photo + M) x LIMIT_SLACK."""
+    with tempfile.TemporaryDirectory() as folder:
+        big, small = Path(folder) / "big.jpg", Path(folder) / "small.jpg"
+        photo = Image.open(sorted(args.photos.glob("*.jpg"))[0]).convert("RGB")
+        photo.resize((args.limit_size, args.limit_size), Image.Resampling.BICUBIC).save(big, quality=95)
+        photo.resize((64, 64), Image.Resampling.LANCZOS).save(small)
+        runs = [("64 px", small, ())]
+        for limit in ("256MB", "512MB", "1GB"):
+            runs += [(f"{limit}", big, ("--memory-limit", limit)), (f"{limit} tile 512", big, ("--memory-limit", limit, "--tile", "512"))]
+        results = {}
+        for name, source, flags in runs:  # each in a fresh interpreter: ru_maxrss of children only grows
+            code = (f"import resource, subprocess, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_tiling; "
+                    f"print(bench_tiling.cli_peak_rss({str(source)!r}, {str(Path(folder) / 'out.png')!r}, *{list(flags)!r}))")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            if done.returncode != 0:
+                raise SystemExit(done.stderr[-2000:])
+            results[name] = int(done.stdout.strip().splitlines()[-1])
+    base = results["64 px"]
+    rows.append((f"limit {args.limit_size}", "64-px photo", f"peak RSS {base / 1e9:.2f} GB", ""))
+    for name, peak in results.items():
+        if name == "64 px":
+            continue
+        from stylize.config import parse_memory_size
+
+        limit = parse_memory_size(name.split()[0])
+        bound = (base + limit) * LIMIT_SLACK
+        ok = peak <= bound
+        result = f"peak RSS {peak / 1e9:.2f} GB (bound {bound / 1e9:.2f} GB)"
+        rows.append((f"limit {args.limit_size}", f"--memory-limit {name}", result, "ok" if ok else "MISSED"))
+        if not ok:
+            failures.append(f"memory limit {name}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="accuracy,speed,rss,big", help="comma-separated: accuracy, speed, rss, big")
+    parser.add_argument("--parts", default="accuracy,speed,rss,big,limit", help="comma-separated: accuracy, speed, rss, big, limit")
+    parser.add_argument("--limit-size", type=int, default=2048, help="side of the photo for the limit part")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096], help="sizes for the accuracy part")
     parser.add_argument("--tile", type=int, default=512, help="tile side of the streamed and the naive tiles")
     parser.add_argument("--halo", type=int, default=32, help="margin each naive tile reads from its neighbours")
@@ -239,6 +294,8 @@ def main() -> int:
                      f"{r['seconds']:.0f} s, temp files peak {r['peak_temp_bytes'] / 2**30:.2f} GiB", "ok" if ok else "MISSED"))
         if not ok:
             failures.append("big image")
+    if "limit" in parts:
+        memory_limit(args, rows, failures)
     print()
     print(f"| {'test':<16} | {'run':<16} | {'result':<90} | target |")
     print(f"|{'-' * 18}|{'-' * 18}|{'-' * 92}|--------|")
