@@ -24,9 +24,11 @@ import torch
 from PIL import Image, ImageOps
 
 from stylize.config import LossConfig
+from stylize.decoding import pixels_of, to_float
 from stylize.losses import PerceptualLoss
-from stylize.training_data import image_to_tensor, load_style_image
-from stylize.vgg import BUNDLED_SHA256, load_vgg16
+from stylize.resources import BUNDLED_SHA256
+from stylize.training_data import load_style_image
+from stylize.vgg import BUNDLED_FILE, load_vgg16
 
 TERMS = ("total", "content", "style", "tv")
 #: Bump when the way photos are prepared or the optimisation runs changes, so old cache entries stop matching.
@@ -43,7 +45,7 @@ def load_photo(path: Path, size: int) -> torch.Tensor:
         image = ImageOps.exif_transpose(opened).convert("RGB")
     scale = size / max(image.size)
     image = image.resize((max(8, round(image.width * scale)), max(8, round(image.height * scale))), Image.Resampling.LANCZOS)
-    return image_to_tensor(image).unsqueeze(0)
+    return to_float(pixels_of(image)).unsqueeze(0)
 
 
 def save_strip(images: list[torch.Tensor], path: Path) -> None:
@@ -143,7 +145,7 @@ class OptimisationCache:
             "loss": dataclasses.asdict(self.scorer.loss_config),
             "size": self.size,
             "lbfgs": dataclasses.asdict(self.settings),
-            "vgg_sha256": BUNDLED_SHA256,
+            "vgg_sha256": BUNDLED_SHA256[f"weights/{BUNDLED_FILE}"],
         }
         return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
 
