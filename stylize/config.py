@@ -1,4 +1,4 @@
-"""Frozen dataclasses that hold every setting and its default: the only home of defaults.
+"""Frozen dataclasses that hold every setting and its default: the only home of defaults (and so a long module).
 
 A generator's config is stored in every model file, so loading rebuilds the network from the file alone.
 """
@@ -368,7 +368,7 @@ class TrainConfig:
     # The loss weights and layers.
     loss: LossConfig = LossConfig()
 
-    # Values are checked by stylize.training.check_config, which raises StylizeError with a hint for each.
+    # Values are checked by stylize.training_setup.check_config, which raises StylizeError with a hint for each.
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

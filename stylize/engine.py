@@ -37,7 +37,11 @@ CUDA_MAX_ELEMENTS = 2**31 - 1
 
 
 class Engine:
-    """A generator prepared once for one device and precision (see the module docstring)."""
+    """A generator prepared once for one device and precision (see the module docstring).
+
+    Longer than a screen: it owns both halves of running a network, the routing (whole, streamed, the fallbacks) and
+    the whole-image pass (fast path or reference, eager or compiled), which share its device, precision and policy.
+    """
 
     def __init__(
         self,

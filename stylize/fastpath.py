@@ -167,7 +167,11 @@ def _share_phases(first: PreparedLayer, second: PreparedLayer, dtype: torch.dtyp
 
 
 class PreparedGenerator:
-    """``generator`` prepared for inference in ``dtype`` (float32 or bfloat16); call it like the generator."""
+    """``generator`` prepared for inference in ``dtype`` (float32 or bfloat16); call it like the generator.
+
+    Longer than a screen because :meth:`run_step` holds every rewrite of a conv step in one place, next to the loop
+    over the plan that calls it.
+    """
 
     def __init__(
         self,

@@ -11,6 +11,9 @@ its own statistics) come out in different tones with visible seams. Here the net
 2. **Finish pass** – once the statistics are complete the stored map is normalised, scaled/shifted by the
    style's gamma/beta, passed through ReLU and added to the residual skip, in place, strip by strip.
 
+This module holds both halves, the estimates that decide whole or streamed and the streamer itself, because both
+walk the same layer geometry (:func:`source_index`, :func:`estimate_stream`); hence its length.
+
 The result equals the whole-image forward pass up to float rounding. The whole-image maps (``(H, C, W)``
 row-major so a strip of rows is one contiguous range) live in RAM when the budget allows and otherwise in files
 under a :class:`tempfile.TemporaryDirectory` (float16 unless the model works on a 0-255 scale), read and written
@@ -355,7 +358,11 @@ def stream_forward(
 
 
 class _Streamer:
-    """One streamed pass: walks the generator's plan, keeping each layer's whole-image map in RAM or a file."""
+    """One streamed pass: walks the generator's plan, keeping each layer's whole-image map in RAM or a file.
+
+    Longer than a screen: the conv stage (tiles with their halos) and the finish pass (normalise, activate, skip) of
+    one layer share the maps it owns and releases.
+    """
 
     def __init__(
         self, generator: Generator, weights: torch.Tensor, tile: int, device: torch.device, precision: str, folder, dtype, statistics=None

@@ -340,15 +340,15 @@ def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: P
 
 def test_compile_auto_only_for_long_single_process_cuda_runs() -> None:
     from stylize.distributed import Launch
-    from stylize.training import COMPILE_MIN_STEPS, _should_compile
+    from stylize.training_setup import COMPILE_MIN_STEPS, should_compile
 
     single, two = Launch(0, 1, 0), Launch(0, 2, 0)
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert not _should_compile("auto", COMPILE_MIN_STEPS - 1, single, cuda)
-    assert _should_compile("auto", COMPILE_MIN_STEPS, single, cuda)
-    assert not _should_compile("auto", 10 * COMPILE_MIN_STEPS, two, cuda)
-    assert not _should_compile("auto", 10 * COMPILE_MIN_STEPS, single, cpu)  # eager measured faster on the CPU
-    assert _should_compile("always", 1, two, cpu) and not _should_compile("never", 10**6, single, cuda)
+    assert not should_compile("auto", COMPILE_MIN_STEPS - 1, single, cuda)
+    assert should_compile("auto", COMPILE_MIN_STEPS, single, cuda)
+    assert not should_compile("auto", 10 * COMPILE_MIN_STEPS, two, cuda)
+    assert not should_compile("auto", 10 * COMPILE_MIN_STEPS, single, cpu)  # eager measured faster on the CPU
+    assert should_compile("always", 1, two, cpu) and not should_compile("never", 10**6, single, cuda)
     with pytest.raises(StylizeError, match="compile"):
         train(TrainConfig(style=("x.png",), compile="sometimes"))
 

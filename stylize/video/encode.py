@@ -141,7 +141,10 @@ def configure(context: Any, settings: EncoderSettings) -> None:
 
 
 class SegmentEncoder:
-    """Encodes the frames of one segment into a packet file that appears at ``path`` when :meth:`finish` returns."""
+    """Encodes the frames of one segment into a packet file that appears at ``path`` when :meth:`finish` returns.
+
+    A little over a screen: opening the codec deterministically is most of it.
+    """
 
     def __init__(self, settings: EncoderSettings, path: Path) -> None:
         self.settings = settings

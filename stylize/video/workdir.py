@@ -55,7 +55,11 @@ def source_identity(path: Path) -> dict[str, Any]:
 
 
 class WorkFolder:
-    """The segments and states of one output file, and the manifest that lists them."""
+    """The segments and states of one output file, and the manifest that lists them.
+
+    Longer than a screen: opening (lock, identity check, stale files), recording and cleaning up a run's folder are
+    one object's life, and splitting them would spread the manifest's format over several places.
+    """
 
     def __init__(self, target: Path, identity: dict[str, Any]) -> None:
         self.target = target
