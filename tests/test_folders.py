@@ -292,3 +292,36 @@ def test_helper_threads_yield_to_the_network():
     thread.join()
     assert seen["change"] == min(HELPER_NICENESS, 19 - seen["before"])
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before  # this thread is untouched
+
+
+def test_a_file_another_run_writes_meanwhile_counts_as_skipped(tmp_path, stylizer, monkeypatch):
+    """Two runs on the same folders: an output that appears between planning and writing is the other run's, not a
+    failure of this one."""
+    from stylize import folder_run
+
+    root = tmp_path / "in"
+    make_photo(root / "a.png")
+    make_photo(root / "b.png")
+    out = tmp_path / "out"
+    original = folder_run.pipeline.encode
+
+    def other_run_first(image, photo, fmt, options):
+        data = original(image, photo, fmt, options)
+        target = out / "a.png"
+        if not target.exists():
+            target.write_bytes(data)  # what a concurrent stylize apply would have written
+        return data
+
+    monkeypatch.setattr(folder_run.pipeline, "encode", other_run_first)
+    summary = run_in_process(stylizer, root, out)
+    statuses = {Path(record.input).name: record.status for record in summary.records}
+    assert statuses == {"a.png": "skipped", "b.png": "done"} and summary.exit_code == 0
+
+
+def test_apply_folder_draws_a_tqdm_bar_when_asked(tmp_path, stylizer, capsys):
+    root = tmp_path / "in"
+    make_photo(root / "a.png")
+    make_photo(root / "b.jpg")
+    summary = stylizer.apply_folder(root, tmp_path / "out", progress=True, workers=0)
+    assert summary.done == 2
+    assert "2/2" in capsys.readouterr().err  # tqdm writes to stderr outside notebooks

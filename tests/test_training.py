@@ -404,3 +404,10 @@ def test_predicted_init_trains_only_the_norm_rows_by_default(data: dict[str, Pat
     everything = weights(train(tiny_config(data, tmp_path / "a.safetensors", init="predicted", trainable="all", iterations=2)))
     assert not torch.equal(everything["head.conv.weight"], before["head.conv.weight"])
     assert load_model(out).training["start"] == "predicted" and load_model(out).training["trainable"] == "norms"
+
+
+def test_train_is_importable_from_the_package_and_draws_a_tqdm_bar(data: dict[str, Path], tmp_path: Path, capsys) -> None:
+    import stylize
+
+    out = stylize.train(tiny_config(data, tmp_path / "bar.safetensors", iterations=2), progress=True)
+    assert out.is_file() and "2/2" in capsys.readouterr().err
