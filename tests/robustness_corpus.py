@@ -411,6 +411,85 @@ NON_UTF8 = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes that are not valid 
 LONG = "n" * 240 + ".png"  # 244 bytes: within the usual 255-byte limit, too long for a naive temporary name
 TOO_LONG = "n" * 300 + ".png"  # over the limit of every common file system
 
+# -- paintings and videos
+
+
+BUNDLED_PAINTING = Path(__file__).resolve().parent.parent / "stylize" / "data" / "styles" / "wave.jpg"
+
+
+def painting(name: str = "painting.jpg") -> Callable[[Path], None]:
+    """A copy of a bundled painting in the work folder."""
+
+    def build(folder: Path) -> None:
+        (folder / name).write_bytes(BUNDLED_PAINTING.read_bytes())
+
+    return build
+
+
+def clip(name: str, *, frames: int = 6, audio: str | None = "aac", pix_fmt: str = "yuv420p", codec: str = "libx264",
+         video: bool = True, size: tuple[int, int] = (48, 32)) -> Callable[[Path], None]:  # fmt: skip
+    """A tiny clip written with PyAV: moving gradients, and a short tone in ``audio`` (None: silent)."""
+
+    def build(folder: Path) -> None:
+        import av
+
+        with av.open(str(folder / name), "w") as container:
+            stream = None
+            if video:
+                stream = container.add_stream(codec, rate=12, options={"preset": "ultrafast"})
+                stream.width, stream.height, stream.pix_fmt = *size, pix_fmt
+            sound = None
+            if audio:
+                sound = container.add_stream(audio, rate=16000)
+                if audio == "pcm_s16le":
+                    sound.format = "s16"
+            for index in range(frames if video else 0):
+                pixels = np.asarray(picture(*size, seed=index))
+                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    container.mux(packet)
+            if sound is not None:
+                tone = (0.2 * np.sin(np.arange(8000) / 16000 * 2 * np.pi * 440)).astype(np.float32)[None]
+                samples = tone if audio != "pcm_s16le" else (tone * 32767).astype(np.int16)
+                layout_format = "fltp" if audio != "pcm_s16le" else "s16"
+                chunk = 1024 if audio == "aac" else 8000
+                for start in range(0, samples.shape[1], chunk):
+                    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + chunk]), format=layout_format, layout="mono")
+                    frame.sample_rate = 16000
+                    for packet in sound.encode(frame):
+                        container.mux(packet)
+            for part in (stream, sound):
+                if part is not None:
+                    for packet in part.encode():
+                        container.mux(packet)
+
+    return build
+
+
+def truncated_clip(folder: Path) -> None:
+    clip("whole.mp4", frames=24)(folder)
+    data = (folder / "whole.mp4").read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "whole.mp4").unlink()
+
+
+def video_of(frames: int, size: tuple[int, int], output: str = "out.mp4", audio: bool = True) -> Callable[[Path], None]:
+    """Checks that ``output`` is a video of ``frames`` frames of ``size``, with an audio stream when ``audio``."""
+
+    def check(folder: Path) -> None:
+        import av
+
+        with av.open(str(folder / output)) as container:
+            video = container.streams.video[0]
+            decoded = sum(1 for _ in container.decode(video))
+            assert decoded == frames and (video.width, video.height) == size, (decoded, video.width, video.height)
+            assert bool(container.streams.audio) == audio
+
+    return check
+
+
+PAINTING = painting()
+
+
 PHOTO = saved("photo.png", lambda: picture(32, 24))
 APPLY = ("apply", "photo.png", "out.png", "--model", TINY)
 
@@ -527,6 +606,42 @@ CASES: list[Case] = [
          Fails(1, "disk full while writing"), runner="fsize"),
     Case("convert-output-is-input", "OUT is IN", lambda folder: tiny_model(folder), ("convert", TINY, TINY, "--overwrite"),
          Fails(2, "is the input file")),
+    # -- paintings as the style (the bundled arbitrary-style model)
+    Case("painting-not-an-image", "a text file given as the painting", steps(PHOTO, raw("notes.jpg", b"shopping list\n")),
+         ("apply", "photo.png", "out.png", "--style-image", "notes.jpg"), Fails(2, "painting notes.jpg is not an image")),
+    Case("painting-truncated", "a JPEG painting cut short", steps(PHOTO, raw("cut.jpg", lambda: encoded(picture(128, 96), "JPEG")[:500])),
+         ("apply", "photo.png", "out.png", "--style-image", "cut.jpg"), Fails(2, "painting cut.jpg is")),
+    Case("painting-too-small", "a 48x48 painting", steps(PHOTO, saved("small.png", lambda: picture(48, 48))),
+         ("apply", "photo.png", "out.png", "--style-image", "small.png"), Fails(2, "too small (48x48) to take a style from")),
+    Case("painting-missing", "a painting path that does not exist", PHOTO, ("apply", "photo.png", "out.png", "--style-image", "nope.jpg"),
+         Fails(2, "painting nope.jpg: no such file")),
+    Case("painting-fixed-style-model", "a painting with a model of fixed styles", with_tiny(steps(PHOTO, PAINTING)),
+         (*APPLY, "--style-image", "painting.jpg"), Fails(2, "has a fixed set of styles")),
+    Case("painting-bad-weight", "`--style-image painting.jpg:-1`", steps(PHOTO, PAINTING),
+         ("apply", "photo.png", "out.png", "--style-image", "painting.jpg:-1"), Fails(2, "must be a non-negative number")),
+    Case("painting-ok", "a painting (the happy path)", steps(PHOTO, PAINTING), ("apply", "photo.png", "out.png", "--style-image", "painting.jpg"),
+         Succeeds("out.png", image_of((32, 24)), "32x24 PNG")),
+    # -- videos
+    Case("video-not-a-video", "a JPEG named `.mp4`", with_tiny(raw("clip.mp4", lambda: encoded(picture(32, 24), "JPEG"))),
+         (*apply_to("clip.mp4", "out.mp4"),), Fails(2, "clip.mp4 is an image, not a video")),
+    Case("video-random-bytes", "random bytes named `.mp4`", with_tiny(raw("clip.mp4", lambda: np.random.default_rng(1).bytes(4096))),
+         (*apply_to("clip.mp4", "out.mp4"),), Fails(2, "clip.mp4 is not a video file")),
+    Case("video-truncated", "an MP4 cut at half its length", with_tiny(truncated_clip), (*apply_to("cut.mp4", "out.mp4"),),
+         Fails(2, "cut.mp4 is")),
+    Case("video-audio-only", "an MP4 with only an audio stream", with_tiny(clip("sound.mp4", video=False)), (*apply_to("sound.mp4", "out.mp4"),),
+         Fails(2, "has no video stream, only audio")),
+    Case("video-zero-frames", "an MP4 whose video stream has no frames", with_tiny(clip("empty.mp4", frames=0)),
+         (*apply_to("empty.mp4", "out.mp4"),), Fails(2, "has no video")),
+    Case("video-output-exists", "OUT exists, no `--overwrite`", with_tiny(steps(clip("clip.mp4"), raw("out.mp4", KEEP))),
+         (*apply_to("clip.mp4", "out.mp4"),), Fails(2, "pass --overwrite")),
+    Case("video-10-bit", "a 10-bit 4:2:0 H.264 clip", with_tiny(clip("deep.mp4", pix_fmt="yuv420p10le")), (*apply_to("deep.mp4", "out.mp4"),),
+         Succeeds("out.mp4", video_of(6, (48, 32)), "6 frames, 8-bit 4:2:0, audio copied", note="8-bit")),
+    Case("video-444", "a 4:4:4 H.264 clip", with_tiny(clip("full.mp4", pix_fmt="yuv444p")), (*apply_to("full.mp4", "out.mp4"),),
+         Succeeds("out.mp4", video_of(6, (48, 32)), "6 frames, 4:2:0", note="written as yuv420p")),
+    Case("video-pcm-audio-in-mp4", "a MOV with PCM audio written as MP4", with_tiny(clip("pcm.mov", audio="pcm_s16le")),
+         (*apply_to("pcm.mov", "out.mp4"),), Succeeds("out.mp4", video_of(6, (48, 32)), "audio re-encoded to AAC", note="re-encoded to aac")),
+    Case("video-odd-size", "a 47x33 clip (4:4:4, so that the odd size exists)", with_tiny(clip("odd.mkv", pix_fmt="yuv444p", size=(47, 33))),
+         (*apply_to("odd.mkv", "out.mp4"),), Succeeds("out.mp4", video_of(6, (46, 32)), "46x32: one column and row cropped", note="crop")),
     Case("convert-kill-9", "`kill -9` during `convert`, then the same command again", pytorch_examples_pth,
          ("convert", "candy.pth", "out.safetensors"),
          Succeeds("out.safetensors", loads_as_model,

@@ -201,7 +201,9 @@ def _describe(path: Path, container: Any, stream: Any, first: Any) -> VideoInfo:
         average_rate=stream.average_rate or stream.guessed_rate,
         time_base=time_base,
         first_pts=first.pts if first.pts is not None else 0,
-        start_time=(container.start_time or 0) / av.time_base,
+        # The shift to 0 must not put the first picture before it: Matroska reports an AAC track's priming delay as
+        # every stream's start (64 ms at 16 kHz) while its first frame is at 0.
+        start_time=max(0.0, min((container.start_time or 0) / av.time_base, float((first.pts or 0) * time_base))),
         orientation=orientation,
         sample_aspect_ratio=sar if sar and sar != 1 else None,
         colour=colour,

@@ -46,17 +46,17 @@ def plan_output(target: Path, options: VideoOptions) -> OutputPlan:
         raise StylizeError(f"this FFmpeg build has no {codec} encoder", f"use one of {', '.join(c for c in ENCODERS if c in av.codecs_available)}")
     with av.open(io.BytesIO(), "w", format=fmt) as probe_output:
         if codec not in probe_output.supported_codecs:
-            raise StylizeError(f"the {fmt} format cannot hold {codec} video", "choose another --codec or output format")
+            raise StylizeError(f"the {fmt} format cannot hold {codec} video", "choose another `codec` or output format")
     crf = VIDEO_CRF[codec] if options.crf is None else options.crf
     if not 0 <= crf <= ENCODERS[codec]:
-        raise StylizeError(f"crf {crf} is out of range for {codec}", f"pass --crf 0..{ENCODERS[codec]} (lower is better)")
+        raise StylizeError(f"crf {crf} is out of range for {codec}", f"pass `crf=0..{ENCODERS[codec]}` (lower is better)")
     if codec != "libvpx-vp9" and options.preset not in _PRESETS:
         raise StylizeError(f"unknown preset {options.preset!r}", f"use one of {', '.join(_PRESETS)}")
     pix_fmts = [f.name for f in av.Codec(codec, "w").video_formats or ()]
     if options.pix_fmt not in pix_fmts:
         raise StylizeError(f"{codec} cannot encode pixel format {options.pix_fmt!r}", f"use one of {', '.join(pix_fmts)}")
     if options.max_size and options.max_size < 2:
-        raise StylizeError(f"max size {options.max_size} is too small", "pass --max-size 2 or more, or 0 to keep the size")
+        raise StylizeError(f"max size {options.max_size} is too small", "pass `max_size` 2 or more, or 0 to keep the size")
     if options.segment_seconds <= 0 or options.encoder_threads < 1 or options.queue_frames < 1:
         raise StylizeError("segment seconds must be > 0, encoder threads and queue frames >= 1", "check the video options")
     return OutputPlan(
@@ -82,5 +82,5 @@ def _container_format(target: Path, requested: str | None) -> str:
     suffix = target.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         what = f"extension {target.suffix!r}" if suffix else "no extension"
-        raise StylizeError(f"cannot tell the video format of {display_path(target)}: it has {what}", f"{choices}, or pass --format")
+        raise StylizeError(f"cannot tell the video format of {display_path(target)}: it has {what}", f"{choices}, or pass `format`")
     return FORMATS[suffix]
