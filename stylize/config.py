@@ -264,7 +264,8 @@ def parse_extensions(extensions: str | tuple[str, ...] | None) -> tuple[str, ...
 
 #: What each ``init`` trains by default: (trainable, iterations). "random" is Johnson et al.'s recipe; "predicted" is the
 #: best model about 10 minutes of a 2-core laptop CPU make (docs/benchmarks/quality.md); "from" (a from_model given)
-#: trains only the new styles' norm rows, Dumoulin et al.'s recipe, as long as "predicted".
+#: trains only the new styles' norm rows, Dumoulin et al.'s recipe, as long as "predicted". The norms-only recipes'
+#: steps are per new style: each style's rows learn only from the photos drawn for that style.
 TRAIN_RECIPES: dict[str, tuple[str, int]] = {"random": ("all", 40_000), "predicted": ("norms", 1_000), "from": ("norms", 1_000)}
 INITS = ("predicted", "random")
 

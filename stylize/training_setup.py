@@ -85,6 +85,8 @@ def recipe(config: TrainConfig) -> tuple[str, str, int]:
     fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`)."""
     start = "from" if config.from_model is not None else config.init
     trainable, iterations = TRAIN_RECIPES[start]
+    if start != "random":
+        iterations *= max(1, len(config.style))
     return start, config.trainable or trainable, config.iterations if config.iterations is not None else iterations
 
 

@@ -411,3 +411,27 @@ def test_train_is_importable_from_the_package_and_draws_a_tqdm_bar(data: dict[st
 
     out = stylize.train(tiny_config(data, tmp_path / "bar.safetensors", iterations=2), progress=True)
     assert out.is_file() and "2/2" in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_bare_recipe_plans_1000_steps_per_painting_and_says_so(data: dict[str, Path], tmp_path: Path, caplog) -> None:
+    """No init, trainable or iterations given: the predicted-style recipe, norms only, 1,000 steps for each painting."""
+    totals: list[int] = []
+
+    def stop(progress) -> None:
+        totals.append(progress.total_steps)
+        raise _Stop
+
+    paintings = (str(data["style_a"]), str(data["style_b"]))
+    bare = dataclasses.replace(TrainConfig(style=paintings), content_dir=str(data["content"]), out=str(tmp_path / "m.safetensors"),
+                               batch_size=2, image_size=32, device="cpu", workers=0, loss=LossConfig(style_size=32))  # fmt: skip
+    caplog.set_level("INFO", logger="stylize")
+    with pytest.raises(_Stop):
+        train(bare, on_step=stop)
+    assert totals == [2000]
+    plan = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("plan:"))
+    assert "2000 steps" in plan and "starting from the predicted style, training the norm parameters" in plan
+    assert "about" in plan and "s a step" in plan  # the estimate comes before the first step
