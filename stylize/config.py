@@ -452,6 +452,9 @@ class TemporalOptions:
     flow_strength: float = 0.7
     # Mean difference (0-1 scale) between a frame and the warped previous input above which a pixel is not blended.
     flow_tolerance: float = 0.08
+    # Shift each frame by 0-3 pixels so that a panning picture meets the network's stride grid the same way every frame:
+    # the network then redraws the same strokes, moved, instead of new ones.
+    phase_lock: bool = True
     # Mean difference of 32x32 grey thumbnails (0-1 scale) above which a frame starts a new scene: state restarts.
     scene_cut: float = 0.12
 
