@@ -224,8 +224,10 @@ class FrameStylizer:
         flows = [self.motion(frame, cut) for frame, cut in zip(frames, cuts, strict=True)] if self.motion else [None] * len(frames)
         height, width = frames[0].shape[1:]
         # The lock works in the network's pixels: not when work_size makes the network paint a smaller copy.
-        locked = self.lock is not None and min(height, width) > SIZE_MULTIPLE and not (
-            self.options.work_size and self.options.work_size < max(height, width)
+        locked = (
+            self.lock is not None
+            and min(height, width) > SIZE_MULTIPLE
+            and not (self.options.work_size and self.options.work_size < max(height, width))
         )
         shifts = [self.lock(flow) if locked else (0, 0) for flow in flows]  # type: ignore[misc]
         inputs = [shift(frame, x, y) for frame, (x, y) in zip(frames, shifts, strict=True)] if locked else frames
