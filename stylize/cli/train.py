@@ -93,7 +93,9 @@ def _parameter(cls: type, item: dataclasses.Field) -> inspect.Parameter:
         annotation = _plain(hint)
         if annotation is bool:
             flags = (f"{flags[0]}/--no-{flags[0][2:]}",)
-        option = typer.Option(default, *flags, help=help_text)
+        base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Union else annotation
+        metavar = {str: "TEXT", int: "INTEGER", float: "NUMBER"}.get(base)  # Typer shows <str> for an Optional[str]
+        option = typer.Option(default, *flags, metavar=metavar, help=help_text)
     return inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
