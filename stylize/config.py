@@ -263,10 +263,11 @@ def parse_extensions(extensions: str | tuple[str, ...] | None) -> tuple[str, ...
 
 
 #: What each ``init`` trains by default: (trainable, iterations). "random" is Johnson et al.'s recipe; "predicted" is the
-#: best model about 10 minutes of a 2-core laptop CPU make (docs/benchmarks/quality.md); "from" (a from_model given)
-#: trains only the new styles' norm rows, Dumoulin et al.'s recipe, as long as "predicted". The norms-only recipes'
-#: steps are per new style: each style's rows learn only from the photos drawn for that style.
-TRAIN_RECIPES: dict[str, tuple[str, int]] = {"random": ("all", 40_000), "predicted": ("norms", 1_000), "from": ("norms", 1_000)}
+#: best model about 10 minutes of a 2-core laptop CPU make: every layer trains (after 300 steps that beats the norm rows
+#: alone after 1,000; docs/benchmarks/quality.md); "from" (a from_model given) trains only the new styles' norm rows,
+#: Dumoulin et al.'s recipe. The steps of "predicted" and "from" are per painting: each painting's style is learnt from
+#: the photos drawn for it.
+TRAIN_RECIPES: dict[str, tuple[str, int]] = {"random": ("all", 40_000), "predicted": ("all", 500), "from": ("norms", 500)}
 INITS = ("predicted", "random")
 
 #: VGG16 layers the style loss uses by default (Johnson et al.): one per resolution, coarse to fine textures.

@@ -393,17 +393,18 @@ def test_predicted_init_starts_from_the_paintings_predicted_style(data: dict[str
     assert (trained - predicted).abs().max().item() < 1e-4
 
 
-def test_predicted_init_trains_only_the_norm_rows_by_default(data: dict[str, Path], tmp_path: Path) -> None:
+def test_predicted_init_trains_every_layer_by_default_and_only_the_norm_rows_when_asked(data: dict[str, Path], tmp_path: Path) -> None:
     from stylize.catalog import find_model
 
-    out = train(tiny_config(data, tmp_path / "n.safetensors", init="predicted", iterations=2, lr=1e-2))
-    before, after = weights(find_model("arbitrary")), weights(out)
+    before = weights(find_model("arbitrary"))
+    default = train(tiny_config(data, tmp_path / "a.safetensors", init="predicted", iterations=2))
+    assert not torch.equal(weights(default)["head.conv.weight"], before["head.conv.weight"])
+    assert load_model(default).training["start"] == "predicted" and load_model(default).training["trainable"] == "all"
+    out = train(tiny_config(data, tmp_path / "n.safetensors", init="predicted", trainable="norms", iterations=2, lr=1e-2))
+    after = weights(out)
     tables = [key for key in after if key.endswith((".gamma", ".beta"))]
     assert tables and all(not torch.equal(after[key], before[key][:1]) for key in tables[:3])
     assert all(torch.equal(after[key], before[key]) for key in after if key not in tables)
-    everything = weights(train(tiny_config(data, tmp_path / "a.safetensors", init="predicted", trainable="all", iterations=2)))
-    assert not torch.equal(everything["head.conv.weight"], before["head.conv.weight"])
-    assert load_model(out).training["start"] == "predicted" and load_model(out).training["trainable"] == "norms"
 
 
 def test_train_is_importable_from_the_package_and_draws_a_tqdm_bar(data: dict[str, Path], tmp_path: Path, capsys) -> None:
@@ -417,8 +418,8 @@ class _Stop(Exception):
     pass
 
 
-def test_bare_recipe_plans_1000_steps_per_painting_and_says_so(data: dict[str, Path], tmp_path: Path, caplog) -> None:
-    """No init, trainable or iterations given: the predicted-style recipe, norms only, 1,000 steps for each painting."""
+def test_bare_recipe_plans_500_steps_per_painting_and_says_so(data: dict[str, Path], tmp_path: Path, caplog) -> None:
+    """No init, trainable or iterations given: the predicted-style recipe, every layer, 500 steps for each painting."""
     totals: list[int] = []
 
     def stop(progress) -> None:
@@ -431,7 +432,7 @@ def test_bare_recipe_plans_1000_steps_per_painting_and_says_so(data: dict[str, P
     caplog.set_level("INFO", logger="stylize")
     with pytest.raises(_Stop):
         train(bare, on_step=stop)
-    assert totals == [2000]
+    assert totals == [1000]
     plan = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("plan:"))
-    assert "2000 steps" in plan and "starting from the predicted style, training the norm parameters" in plan
+    assert "1000 steps" in plan and "starting from the predicted style, training every layer" in plan
     assert "about" in plan and "s a step" in plan  # the estimate comes before the first step
