@@ -27,6 +27,7 @@ Held-out split: the last ``--held-out`` (8) photos of the sorted ``--photos`` fo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -274,7 +275,7 @@ def main() -> int:
         for path, photo, output, image in zip(held_out, photos, outputs, optimised, strict=True):
             save_strip([photo, output, image], args.out / "strips" / slug(contender.label) / f"{path.stem}.png")
         results[contender.label] = {
-            "path": str(contender.path), "style": contender.style, "steps": contender.steps,
+            "path": os.path.relpath(contender.path, ROOT) if contender.path else None, "style": contender.style, "steps": contender.steps,
             "trained_on_scored_photos": trained_on(contender.path, args.photos, held_out),
             "train_seconds": contender.train_seconds, "apply_seconds_per_photo": apply_seconds,
             "terms": model_terms, "ratios": ratios(model_terms, reference_terms),
@@ -309,7 +310,8 @@ def main() -> int:
     print(f"strips: {args.out / 'strips'}; wall clock {time.perf_counter() - started:.0f} s")
 
     report = {
-        "command": " ".join(sys.argv), "date": str(date.today()), "cpu": cpu_name(), "threads": threads, "painting": str(args.painting),
+        "command": " ".join(sys.argv), "date": str(date.today()), "cpu": cpu_name(), "threads": threads,
+        "painting": {"name": args.painting.name, "sha256": hashlib.sha256(args.painting.read_bytes()).hexdigest()},
         "size": args.size, "lbfgs": asdict(LbfgsSettings(steps=args.lbfgs_steps)), "loss": asdict(loss_config),
         "held_out": [p.name for p in held_out], "training_photos": len(training_photos),
         "train_args": list(common), "variants": {k: asdict(VARIANTS[k]) for k in keys},
