@@ -38,7 +38,7 @@ from stylize.decoding import to_float
 from stylize.encoding import quantize
 from stylize.engine import Engine
 from stylize.pipeline import StyleWeights
-from stylize.topology import SIZE_MULTIPLE
+from stylize.topology import SIZE_MULTIPLE, padded_size
 
 #: Side of the grey thumbnails compared to find scene cuts.
 THUMBNAIL = 32
@@ -135,10 +135,10 @@ class Motion:
 
 
 class PhaseLock:
-    """Shifts of 0 to ``period - 1`` pixels that keep the content's accumulated motion a multiple of ``period``."""
+    """Shifts of 0 to ``SIZE_MULTIPLE - 1`` pixels that keep the content's accumulated motion a multiple of
+    :data:`~stylize.topology.SIZE_MULTIPLE`, the network's stride grid."""
 
-    def __init__(self, period: int = SIZE_MULTIPLE) -> None:
-        self.period = period
+    def __init__(self) -> None:
         self.offset = torch.zeros(2, dtype=torch.float64)  # (x, y): how far the content moved since the scene began
 
     def __call__(self, flow: Flow | None) -> tuple[int, int]:
@@ -147,15 +147,15 @@ class PhaseLock:
             self.offset.zero_()
         else:
             self.offset += torch.tensor(flow.content_shift(), dtype=torch.float64)
-        x, y = (int(-round(value)) % self.period for value in self.offset.tolist())
+        x, y = (int(-round(value)) % SIZE_MULTIPLE for value in self.offset.tolist())
         return x, y
 
 
-def shift(frame: torch.Tensor, x: int, y: int, period: int = SIZE_MULTIPLE) -> torch.Tensor:
+def shift(frame: torch.Tensor, x: int, y: int) -> torch.Tensor:
     """``frame`` (3, H, W) uint8 moved ``x`` right and ``y`` down inside a reflected border, every shift giving the same
-    size (a multiple of ``period`` at least ``period - 1`` larger), so that frames batch together as they run alone."""
+    size (the frame's padded size with room for the largest shift), so that frames batch together as they run alone."""
     height, width = frame.shape[1:]
-    padded_height, padded_width = (-(-(side + period - 1) // period) * period for side in (height, width))
+    padded_height, padded_width = padded_size(height + SIZE_MULTIPLE - 1, width + SIZE_MULTIPLE - 1)
     padding = (x, padded_width - width - x, y, padded_height - height - y)
     return F.pad(frame[None].float(), padding, mode="reflect")[0].to(torch.uint8)  # no reflect pad for uint8; exact
 
