@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_batch import measure  # this folder is on sys.path when a script runs
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -192,20 +193,15 @@ LIMIT_SLACK = 1.15
 
 
 def cli_peak_rss(photo: Path, out: Path, *flags: str) -> int:
-    """Peak RSS in bytes of ``python -m stylize apply photo out --precision fp32 flags`` (the child's ru_maxrss)."""
+    """Peak RSS in bytes of ``python -m stylize apply photo out --precision fp32 flags`` (its own ``ru_maxrss``)."""
     command = [sys.executable, "-m", "stylize", "apply", str(photo), str(out), "--precision", "fp32", "--overwrite", *flags]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"stylize apply failed: {done.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:  # ru_maxrss of children is the largest so far: measure each run in its own process
-        raise SystemExit("run the limit part in a fresh process per measurement (a previous child peaked higher)")
-    return peak * 1024
+    return int(measure(command, {**os.environ, "PYTHONPATH": str(REPO)}, sample_memory=False)["max_rss"])
 
 
 def memory_limit(args: argparse.Namespace, rows: list, failures: list) -> None:
     """``--memory-limit M`` bounds the whole process: peak RSS <= (peak RSS on a 64-px photo + M) x LIMIT_SLACK."""
+    from stylize.config import parse_memory_size
+
     with tempfile.TemporaryDirectory() as folder:
         big, small = Path(folder) / "big.jpg", Path(folder) / "small.jpg"
         photo = Image.open(sorted(args.photos.glob("*.jpg"))[0]).convert("RGB")
@@ -214,21 +210,12 @@ def memory_limit(args: argparse.Namespace, rows: list, failures: list) -> None:
         runs = [("64 px", small, ())]
         for limit in ("256MB", "512MB", "1GB"):
             runs += [(f"{limit}", big, ("--memory-limit", limit)), (f"{limit} tile 512", big, ("--memory-limit", limit, "--tile", "512"))]
-        results = {}
-        for name, source, flags in runs:  # each in a fresh interpreter: ru_maxrss of children only grows
-            code = (f"import resource, subprocess, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_tiling; "
-                    f"print(bench_tiling.cli_peak_rss({str(source)!r}, {str(Path(folder) / 'out.png')!r}, *{list(flags)!r}))")
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-            if done.returncode != 0:
-                raise SystemExit(done.stderr[-2000:])
-            results[name] = int(done.stdout.strip().splitlines()[-1])
+        results = {name: cli_peak_rss(source, Path(folder) / "out.png", *flags) for name, source, flags in runs}
     base = results["64 px"]
     rows.append((f"limit {args.limit_size}", "64-px photo", f"peak RSS {base / 1e9:.2f} GB", ""))
     for name, peak in results.items():
         if name == "64 px":
             continue
-        from stylize.config import parse_memory_size
-
         limit = parse_memory_size(name.split()[0])
         bound = (base + limit) * LIMIT_SLACK
         ok = peak <= bound

@@ -2,8 +2,8 @@
 """Video memory: the peak RSS of `stylize apply clip.mp4 out.mp4` must not grow with the clip's length.
 
 Makes two H.264 clips with AAC sound that differ only in length (a moving picture with noise, so every frame
-differs), runs the CLI on each in a fresh process with its defaults (temporal on) and reads the peak RSS of the
-process tree from /usr/bin/time. Target: the long clip's peak at most the short clip's plus 10%. Prints a table;
+differs), runs the CLI on each in a fresh process with its defaults (temporal on) and reads its peak RSS (``ru_maxrss``
+from ``wait4``). Target: the long clip's peak at most the short clip's plus 10%. Prints a table;
 exits 1 on a miss. Downloads nothing::
 
     python scripts/bench_video_memory.py [--short 10] [--long 60] [--size 320x240]
@@ -12,16 +12,15 @@ exits 1 on a miss. Downloads nothing::
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
+import os
 import sys
 import tempfile
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+from bench_batch import measure  # this folder is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_GROWTH = 1.10  # long clip's peak RSS at most this times the short clip's
@@ -55,16 +54,9 @@ def write_clip(path: Path, seconds: float, width: int, height: int) -> int:
 
 def peak_rss_mb(source: Path, target: Path) -> tuple[float, float]:
     """Peak RSS (MB) and wall seconds of `stylize apply source target` in a fresh process."""
-    command = ["/usr/bin/time", "-f", "PEAK %M", sys.executable, "-m", "stylize", "apply", str(source), str(target), "--overwrite"]
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"stylize apply failed on {source.name}:\n{result.stderr[-2000:]}")
-    peak = re.search(r"PEAK (\d+)", result.stderr)
-    if peak is None:
-        sys.exit("no peak RSS in /usr/bin/time's output")
-    return int(peak.group(1)) / 1024, seconds
+    command = [sys.executable, "-m", "stylize", "apply", str(source), str(target), "--overwrite"]
+    result = measure(command, {**os.environ, "PYTHONPATH": str(ROOT)}, sample_memory=False)
+    return result["max_rss"] / 2**20, result["wall"]
 
 
 def main() -> int:
