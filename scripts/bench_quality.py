@@ -27,7 +27,6 @@ Held-out split: the last ``--held-out`` (8) photos of the sorted ``--photos`` fo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -56,6 +55,7 @@ from quality_scoring import (  # noqa: E402
 )
 
 from stylize.config import LossConfig  # noqa: E402
+from stylize.resources import sha256_of  # noqa: E402
 from stylize.training_data import find_photos  # noqa: E402
 
 
@@ -311,7 +311,7 @@ def main() -> int:
 
     report = {
         "command": " ".join(sys.argv), "date": str(date.today()), "cpu": cpu_name(), "threads": threads,
-        "painting": {"name": args.painting.name, "sha256": hashlib.sha256(args.painting.read_bytes()).hexdigest()},
+        "painting": {"name": args.painting.name, "sha256": sha256_of(args.painting)},
         "size": args.size, "lbfgs": asdict(LbfgsSettings(steps=args.lbfgs_steps)), "loss": asdict(loss_config),
         "held_out": [p.name for p in held_out], "training_photos": len(training_photos),
         "train_args": list(common), "variants": {k: asdict(VARIANTS[k]) for k in keys},

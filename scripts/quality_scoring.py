@@ -26,17 +26,13 @@ from PIL import Image, ImageOps
 from stylize.config import LossConfig
 from stylize.decoding import pixels_of, to_float
 from stylize.losses import PerceptualLoss
-from stylize.resources import BUNDLED_SHA256
+from stylize.resources import BUNDLED_SHA256, sha256_of
 from stylize.training_data import load_style_image
 from stylize.vgg import BUNDLED_FILE, load_vgg16
 
 TERMS = ("total", "content", "style", "tv")
 #: Bump when the way photos are prepared or the optimisation runs changes, so old cache entries stop matching.
 CACHE_VERSION = 1
-
-
-def sha256_bytes(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_photo(path: Path, size: int) -> torch.Tensor:
@@ -135,12 +131,12 @@ class OptimisationCache:
         self.scorer = scorer
         self.size = size
         self.settings = settings
-        self._painting_hash = sha256_bytes(scorer.painting)
+        self._painting_hash = sha256_of(Path(scorer.painting))
 
     def key(self, photo_path: Path) -> str:
         description = {
             "version": CACHE_VERSION,
-            "photo_sha256": sha256_bytes(photo_path),
+            "photo_sha256": sha256_of(Path(photo_path)),
             "painting_sha256": self._painting_hash,
             "loss": dataclasses.asdict(self.scorer.loss_config),
             "size": self.size,
