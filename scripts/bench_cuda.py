@@ -249,8 +249,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="apply,precision,train,tiling,folder,compiled")
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--photos", type=Path, default=Path("/work/shared/data/photos"))
-    parser.add_argument("--folder", type=Path, default=Path("/work/shared/data/content/sun80"))
+    parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
+    parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "content" / "sun80")
     parser.add_argument("--out", type=Path, help="write every measurement as JSON here")
     args = parser.parse_args()
     if not torch.cuda.is_available():

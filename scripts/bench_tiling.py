@@ -236,7 +236,7 @@ def main() -> int:
     parser.add_argument("--rss-size", type=int, default=4096, help="side of the image for the rss part")
     parser.add_argument("--big", type=int, default=8000, help="side of the big image")
     parser.add_argument("--seam-out", type=Path, default=REPO / "docs" / "tiling_seam.png", help="where the seam crop PNG goes")
-    parser.add_argument("--photos", type=Path, default=Path("/work/shared/data/photos"))
+    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "photos")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -49,7 +49,7 @@ def mixed(generator, parts: str) -> PreparedGenerator:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=Path, default=Path("/work/shared/data/photos"))
+    parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
     parser.add_argument("--size", type=int, default=512, help="long side the photos are reduced to (part 1)")
     args = parser.parse_args()
     generator = load_model(find_model("multistyle26")).generator.eval()
