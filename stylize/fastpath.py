@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 from stylize.kernels import (
     WIDE_CHANNELS,
-    channel_statistics,
+    batch_norm_statistics,
+    batch_norm_with,
     instance_norm_,
-    normalize_with_,
     phase_reflect_pad,
     phase_unview,
     phase_view,
@@ -307,8 +307,8 @@ class PreparedGenerator:
                 view = instance_norm_(view, affine[0], affine[1], layer.eps)
             else:
                 batch, channels = view.shape[:2]
-                mean, var = statistics(step.name, *channel_statistics(view))
+                mean, var = statistics(step.name, *batch_norm_statistics(view))
                 gamma, beta = affine[0].view(batch, channels), affine[1].view(batch, channels)
-                view = normalize_with_(view, mean, var, gamma, beta, layer.eps)
+                view = batch_norm_with(view, mean, var, gamma, beta, layer.eps)
             x = phase_unview(view, x) if phases else view
         return F.relu_(x) if step.relu and not defer_relu else x
