@@ -466,7 +466,11 @@ class TemporalOptions:
 
 #: Constant rate factor used when VideoOptions.crf is None: about the same visual quality from each encoder, a little
 #: above their own defaults (x264 23, x265 28) because stylized frames are all texture and starved strokes look smeared.
-VIDEO_CRF: dict[str, int] = {"libx264": 20, "libx265": 24, "libvpx-vp9": 31}
+VIDEO_CRF: dict[str, int] = {"libx264": 18, "libx265": 24, "libvpx-vp9": 31}
+#: Speed preset used when VideoOptions.preset is None. x264's veryfast at CRF 18 matches medium at CRF 20 in PSNR on
+#: stylized frames for 17% more bytes and 45% of the encoding time, which on a few cores is taken from the network
+#: (docs/benchmarks/video.md).
+VIDEO_PRESET: dict[str, str] = {"libx264": "veryfast", "libx265": "medium"}
 
 
 @dataclass(frozen=True)
@@ -478,8 +482,9 @@ class VideoOptions:
     codec: str | None = None
     # Constant rate factor: lower is better and larger (x264/x265 0-51, VP9 0-63); None: VIDEO_CRF[codec].
     crf: int | None = None
-    # x264/x265 speed preset, "ultrafast" ... "veryslow"; VP9 always encodes with deadline=good, cpu-used=4.
-    preset: str = "medium"
+    # x264/x265 speed preset, "ultrafast" ... "veryslow"; None: VIDEO_PRESET[codec]. VP9 always encodes with
+    # deadline=good, cpu-used=4.
+    preset: str | None = None
     # Pixel format written: 8-bit 4:2:0 plays in every player and browser; "yuv444p" or "yuv420p10le" on request.
     pix_fmt: str = "yuv420p"
     # Container, as an FFmpeg muxer name or extension ("mp4", "mov", "mkv", "webm"); None: from the output's extension.

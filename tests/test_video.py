@@ -295,6 +295,14 @@ def test_streams_the_container_cannot_hold(tmp_path: Path) -> None:
         assert [(s.type, s.codec_context.name) for s in container.streams] == [("video", "h264"), ("audio", "aac")]
 
 
+def test_x264_defaults_to_veryfast_at_crf_18_and_takes_other_settings(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "clip.mp4", frames=6)
+    default = transcode(source, tmp_path / "default.mp4").path.read_bytes()  # x264 writes its settings into the stream
+    assert b" crf=18.0 " in default and b" subme=2 " in default and b" ref=1 " in default  # veryfast's subme and refs
+    chosen = transcode(source, tmp_path / "medium.mp4", options=VideoOptions(preset="medium", crf=20)).path.read_bytes()
+    assert b" crf=20.0 " in chosen and b" subme=7 " in chosen and b" ref=3 " in chosen
+
+
 def test_webm_gets_vp9_and_opus(tmp_path: Path) -> None:
     result = transcode(make_clip(tmp_path / "clip.mp4"), tmp_path / "out.webm")
     with av.open(os.fspath(result.path)) as container:

@@ -12,7 +12,6 @@ from stylize.config import ApplyOptions, FolderOptions, VideoOptions
 
 _APPLY = ApplyOptions()
 _FOLDER = FolderOptions()
-_VIDEO = VideoOptions()
 
 
 #: The model that takes any painting as the style (--style-image without --model).
@@ -61,8 +60,8 @@ def apply(
     tile: str = typer.Option(str(_APPLY.tile), "--tile", help="auto (stream in tiles only when memory is short), off, or a tile side in pixels."),
     temporal: bool = typer.Option(True, "--temporal/--no-temporal", help="Videos: keep frames stable from one to the next."),
     codec: str = typer.Option(None, "--codec", help="Videos: libx264 (default), libx265 or libvpx-vp9."),
-    crf: int = typer.Option(None, "--crf", min=0, max=63, help="Videos: constant rate factor, lower is better (default 20 for x264)."),
-    preset: str = typer.Option(_VIDEO.preset, "--preset", help="Videos: encoder speed preset, ultrafast ... veryslow."),
+    crf: int = typer.Option(None, "--crf", min=0, max=63, help="Videos: constant rate factor, lower is better (default 18 for x264)."),
+    preset: str = typer.Option(None, "--preset", help="Videos: encoder speed preset, ultrafast ... veryslow (default veryfast for x264)."),
     memory_limit: str = typer.Option(None, "--memory-limit", help="Memory budget, e.g. 2GB or 512MiB (default: share of free memory)."),
 ) -> int | None:
     """Stylize one photo or video (stylize apply IN OUT) or a folder of them (stylize apply DIR OUTDIR)."""

@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from stylize.config import VIDEO_CRF, VideoOptions
+from stylize.config import VIDEO_CRF, VIDEO_PRESET, VideoOptions
 from stylize.errors import StylizeError
 from stylize.files import display_path
 from stylize.video.backend import av
@@ -30,7 +30,7 @@ class OutputPlan:
     format: str  # FFmpeg muxer name: "mp4", "mov", "matroska", "webm", ...
     codec: str  # a key of ENCODERS
     crf: int
-    preset: str
+    preset: str  # "" for VP9, which has none
     pix_fmt: str
     global_header: bool  # the container keeps codec headers out of band (MP4, MKV), so the encoder must too
     audio_codec: str  # what audio the container cannot hold is re-encoded to: "aac", or "libopus" for WebM
@@ -50,8 +50,9 @@ def plan_output(target: Path, options: VideoOptions) -> OutputPlan:
     crf = VIDEO_CRF[codec] if options.crf is None else options.crf
     if not 0 <= crf <= ENCODERS[codec]:
         raise StylizeError(f"crf {crf} is out of range for {codec}", f"pass `crf=0..{ENCODERS[codec]}` (lower is better)")
-    if codec != "libvpx-vp9" and options.preset not in _PRESETS:
-        raise StylizeError(f"unknown preset {options.preset!r}", f"use one of {', '.join(_PRESETS)}")
+    preset = VIDEO_PRESET.get(codec, "") if options.preset is None else options.preset
+    if codec != "libvpx-vp9" and preset not in _PRESETS:
+        raise StylizeError(f"unknown preset {preset!r}", f"use one of {', '.join(_PRESETS)}")
     pix_fmts = [f.name for f in av.Codec(codec, "w").video_formats or ()]
     if options.pix_fmt not in pix_fmts:
         raise StylizeError(f"{codec} cannot encode pixel format {options.pix_fmt!r}", f"use one of {', '.join(pix_fmts)}")
@@ -63,7 +64,7 @@ def plan_output(target: Path, options: VideoOptions) -> OutputPlan:
         format=fmt,
         codec=codec,
         crf=crf,
-        preset=options.preset,
+        preset=preset,
         pix_fmt=options.pix_fmt,
         global_header=bool(av.format.ContainerFormat(fmt, "w").flags & av.format.Flags.global_header.value),
         audio_codec="libopus" if fmt == "webm" else "aac",
