@@ -447,11 +447,13 @@ class TemporalOptions:
 
     # Weight of the past in each instance norm's running statistics (0: every frame by its own statistics).
     momentum: float = 0.9
-    # How much of the previous stylized frame, warped along the input's motion, carries into each new one: the screened
-    # Poisson weight (0: none; larger carries finer detail too, steadier but softer strokes). 0.7 keeps the style loss
-    # within 10% of per-frame stylization's (scripts/bench_video.py).
-    flow_strength: float = 0.7
-    # Mean difference (0-1 scale) between a frame and the warped previous input above which a pixel is not blended.
+    # How much of the previous stylized frame, warped along the input's motion, carries into each new one: the squared
+    # spatial frequency (radians per pixel) at which half of the difference is carried (0: none; larger carries finer
+    # detail too, steadier but softer strokes). 1.0 halves the flicker and keeps the style loss within 10% of per-frame
+    # stylization's (scripts/bench_video.py).
+    flow_strength: float = 1.0
+    # Difference (0-1 scale) between a frame's grey copy and the previous one warped along the motion, above which a
+    # pixel is not blended.
     flow_tolerance: float = 0.08
     # Shift each frame by 0-3 pixels so that a panning picture meets the network's stride grid the same way every frame:
     # the network then redraws the same strokes, moved, instead of new ones.

@@ -13,11 +13,11 @@ the whole frame's tone, and strokes are redrawn from scratch each frame. Two rem
   picture itself; moved by a multiple of 4 it draws the same strokes, moved. Each frame is shifted by 0-3 pixels
   (reflected border) so that the content's accumulated motion is a multiple of 4, and the result shifted back.
 - :class:`FlowBlend` carries the previous stylized frame, warped along the motion between the *input* frames, into
-  the new one in the gradient domain (Bonneel et al., "Blind video temporal consistency", 2015): the result keeps the
-  new frame's finest detail and takes the rest of the difference to the warped previous frame, a screened Poisson
-  solve done by FFT. Pixels where the warped previous input does not match the current one (occlusions, failed
-  motion) are not carried over. A plain blend of the two frames, measured too, smears the strokes (the style loss
-  rose 1.5x for half the flicker; scripts/bench_video.py).
+  the new one in the gradient domain (after Bonneel et al., "Blind video temporal consistency", 2015): the result
+  keeps the new frame's second derivatives, its strokes, and takes the rest of the difference to the warped previous
+  frame, a screened solve done by FFT. Pixels where the warped previous input does not match the current one
+  (occlusions, failed motion) are not carried over. A plain blend of the two frames, measured too, smears the
+  strokes (the style loss rose 1.5x for half the flicker; scripts/bench_video.py).
 
 Both take the motion from :class:`Motion` (OpenCV's DIS optical flow between consecutive input frames). A scene cut
 (the small grey thumbnails of two frames differ by more than ``scene_cut``) restarts everything. All state is saved
@@ -28,13 +28,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from stylize import pipeline
-from stylize.blending import luminance
 from stylize.config import ApplyOptions, TemporalOptions
-from stylize.decoding import to_float
 from stylize.encoding import quantize
 from stylize.engine import Engine
 from stylize.pipeline import StyleWeights
@@ -46,10 +45,23 @@ THUMBNAIL = 32
 FLOW_SIDE = 640
 
 
-def thumbnail(frame: torch.Tensor) -> torch.Tensor:
-    """``(3, H, W)`` uint8 -> ``(THUMBNAIL, THUMBNAIL)`` float grey in ``[0, 1]``."""
-    grey = luminance(to_float(frame)[None])  # (1, 1, H, W)
-    return F.adaptive_avg_pool2d(grey, THUMBNAIL)[0, 0]
+def grey(frame: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` uint8 RGB -> ``(h, w)`` uint8 luma (BT.601), scaled down by area to at most :data:`FLOW_SIDE`."""
+    import cv2  # the video extra brings it: pip install 'stylize[video]'
+
+    height, width = frame.shape[1:]
+    pixels = np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy())  # decoded frames are views of (H, W, 3)
+    luma = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    scale = min(1.0, FLOW_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(8, round(width * scale)), max(8, round(height * scale)))
+        luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(luma)
+
+
+def thumbnail(luma: torch.Tensor) -> torch.Tensor:
+    """``(h, w)`` uint8 grey -> ``(THUMBNAIL, THUMBNAIL)`` float in ``[0, 1]``."""
+    return F.adaptive_avg_pool2d(luma[None, None].float(), THUMBNAIL)[0, 0].div_(255.0)
 
 
 class TemporalStatistics:
@@ -88,33 +100,55 @@ class TemporalStatistics:
 
 
 class Flow:
-    """Dense motion from one frame to the previous: ``field`` ``(h, w, 2)``, in pixels of a grey copy of at most
-    :data:`FLOW_SIDE`, says where each pixel of this frame was in the previous one."""
+    """Dense motion from one frame to the previous, estimated on grey copies of at most :data:`FLOW_SIDE`:
+    ``field`` ``(h, w, 2)`` float32 says, in those copies' pixels, where each pixel of this frame was in the previous
+    one."""
 
-    def __init__(self, field: torch.Tensor, size: tuple[int, int]) -> None:
+    def __init__(self, field: np.ndarray, size: tuple[int, int], luma: torch.Tensor, previous_luma: torch.Tensor) -> None:
         self.field, self.size = field, size
+        self.luma, self.previous_luma = luma, previous_luma
 
     def content_shift(self) -> tuple[float, float]:
         """How far the picture as a whole moved since the previous frame, ``(x, y)`` in frame pixels (the median
-        motion: a pan or a shaking hand, not a moving subject)."""
+        motion, of every other pixel each way: a pan or a shaking hand, not a moving subject)."""
         height, width = self.size
-        median = self.field.reshape(-1, 2).median(dim=0).values
-        return -median[0].item() * width / self.field.shape[1], -median[1].item() * height / self.field.shape[0]
+        h, w = self.field.shape[:2]
+        median = np.median(self.field[::2, ::2].reshape(-1, 2), axis=0)
+        return -float(median[0]) * width / w, -float(median[1]) * height / h
 
-    def grid(self) -> torch.Tensor:
-        """``grid_sample`` coordinates ``(1, H, W, 2)`` in ``[-1, 1]``: where each frame pixel was in the previous frame."""
-        height, width = self.size
-        flow = F.interpolate(self.field.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        flow[0] *= width / self.field.shape[1]
-        flow[1] *= height / self.field.shape[0]
-        ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
-        x = (xs + flow[0] + 0.5) / width * 2 - 1
-        y = (ys + flow[1] + 0.5) / height * 2 - 1
-        return torch.stack([x, y], dim=-1)[None]
+    def warp(self, previous: np.ndarray) -> np.ndarray:
+        """The previous frame's ``(H, W, C)`` float32 image moved along the motion onto this frame (bicubic, edges
+        repeated)."""
+        return _remap(previous, self.field, self.size, cubic=True)
+
+    def mismatch(self) -> np.ndarray:
+        """``(h, w)`` float32 in ``[0, 1]``: how far each grey pixel is from the previous grey frame moved along the
+        motion: large where the motion is wrong or something came into view."""
+        previous = self.previous_luma.numpy().astype(np.float32)
+        warped = _remap(previous, self.field, previous.shape, cubic=False)
+        return np.abs(warped - self.luma.numpy()) * np.float32(1 / 255)
+
+
+def _remap(image: np.ndarray, field: np.ndarray, size: tuple[int, int], cubic: bool) -> np.ndarray:
+    """``image`` (H, W[, C]) float32 sampled at every pixel of an ``size`` (H, W) frame plus ``field`` (h, w, 2), the
+    displacement in pixels of an (h, w) copy, scaled up to the frame; bicubic or bilinear, edges repeated."""
+    import cv2
+
+    height, width = size
+    h, w = field.shape[:2]
+    maps = []
+    columns, rows = np.arange(width, dtype=np.float32)[None, :], np.arange(height, dtype=np.float32)[:, None]
+    for axis, (length, small, coordinates) in enumerate(((width, w, columns), (height, h, rows))):
+        component = np.ascontiguousarray(field[..., axis]) * np.float32(length / small)  # scaled where it is small
+        if (h, w) != (height, width):
+            component = cv2.resize(component, (width, height), interpolation=cv2.INTER_LINEAR)
+        maps.append(np.add(component, coordinates, out=component))
+    interpolation = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
+    return cv2.remap(image, maps[0], maps[1], interpolation, borderMode=cv2.BORDER_REPLICATE).reshape(image.shape)
 
 
 class Motion:
-    """The motion between consecutive input frames: OpenCV's DIS optical flow on grey copies."""
+    """The motion between consecutive input frames: OpenCV's DIS optical flow on grey copies (:func:`grey`)."""
 
     def __init__(self) -> None:
         import cv2  # the video extra brings it: pip install 'stylize[video]'
@@ -122,16 +156,13 @@ class Motion:
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self.previous: torch.Tensor | None = None  # (h, w) uint8 grey of the previous frame
 
-    def __call__(self, frame: torch.Tensor, cut: bool) -> Flow | None:
-        """``frame`` (3, H, W) uint8 -> its motion from the previous frame; None at a cut or a change of size."""
-        height, width = frame.shape[1:]
-        scale = min(1.0, FLOW_SIDE / max(height, width))
-        size = (max(8, round(height * scale)), max(8, round(width * scale)))
-        grey = F.interpolate(luminance(to_float(frame)[None].cpu()), size=size, mode="area")[0, 0].mul(255).round_().to(torch.uint8)
-        previous, self.previous = self.previous, grey
-        if cut or previous is None or previous.shape != grey.shape:
+    def __call__(self, luma: torch.Tensor, size: tuple[int, int], cut: bool) -> Flow | None:
+        """``luma``, the :func:`grey` copy of a frame of ``size`` (H, W) -> its motion from the previous frame; None
+        at a cut or a change of size."""
+        previous, self.previous = self.previous, luma
+        if cut or previous is None or previous.shape != luma.shape:
             return None
-        return Flow(torch.from_numpy(self.flow.calc(grey.numpy(), previous.numpy(), None)), (height, width))
+        return Flow(self.flow.calc(luma.numpy(), previous.numpy(), None), size, luma, previous)
 
 
 class PhaseLock:
@@ -154,48 +185,61 @@ class PhaseLock:
 def shift(frame: torch.Tensor, x: int, y: int) -> torch.Tensor:
     """``frame`` (3, H, W) uint8 moved ``x`` right and ``y`` down inside a reflected border, every shift giving the same
     size (the frame's padded size with room for the largest shift), so that frames batch together as they run alone."""
+    import cv2
+
     height, width = frame.shape[1:]
     padded_height, padded_width = padded_size(height + SIZE_MULTIPLE - 1, width + SIZE_MULTIPLE - 1)
-    padding = (x, padded_width - width - x, y, padded_height - height - y)
-    return F.pad(frame[None].float(), padding, mode="reflect")[0].to(torch.uint8)  # no reflect pad for uint8; exact
+    pixels = np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy())
+    # REFLECT_101 is torch's "reflect": the edge pixel is not repeated
+    moved = cv2.copyMakeBorder(pixels, y, padded_height - height - y, x, padded_width - width - x, cv2.BORDER_REFLECT_101)
+    return torch.from_numpy(moved).permute(2, 0, 1)
 
 
 class FlowBlend:
-    """Carries the previous output, warped along the input frames' motion, into each new stylized frame."""
+    """Carries the previous output, warped along the input frames' motion, into each new stylized frame.
+
+    The result ``u`` keeps the new frame ``S``'s second derivatives (its strokes) and takes the rest from the warped
+    previous output ``P`` where the motion is trusted: it minimises ``w^2 |u - P|^2 + |laplacian(u - S)|^2``, solved by
+    FFT: ``u = S + w^2 / (w^2 + k^4) (P - S)`` at spatial frequency ``k``. Keeping the gradients instead (Bonneel et
+    al.'s ``w / (w + k^2)``) averages more of the strokes' band with the previous frame's: steadier by the same
+    measure, but the style loss rose 2-4x as much (scripts/bench_video.py).
+    """
 
     def __init__(self, strength: float, tolerance: float) -> None:
-        """``strength``: the screening weight ``w``: the difference to the warped previous frame is kept at spatial
-        frequency ``k`` (radians per pixel) by ``w / (w + k^2)``, so a larger strength carries finer detail over."""
+        """``strength``: ``w``, the squared frequency (radians per pixel) at which half the difference to the warped
+        previous frame is carried over; ``tolerance``: the grey mismatch at which none of it is."""
         self.strength = strength
         self.tolerance = tolerance
         self._filters: dict[tuple[int, int], torch.Tensor] = {}
-        self.previous_input: torch.Tensor | None = None  # (3, H, W) float in [0, 1]
-        self.previous_output: torch.Tensor | None = None  # (3, H, W) float in [0, 1], what was written
+        self.previous_output: torch.Tensor | None = None  # (H, W, 3) float32 in [0, 1], what was written
 
-    def __call__(self, frame: torch.Tensor, stylized: torch.Tensor, flow: Flow | None) -> torch.Tensor:
-        """``frame`` (3, H, W) uint8 input, ``stylized`` (3, H, W) float result, ``flow`` its motion (None: a new
-        scene) -> the blended result."""
-        current = to_float(frame).cpu()
-        previous_in, previous_out = self.previous_input, self.previous_output
-        if flow is not None and previous_in is not None and previous_out is not None and previous_out.shape == stylized.shape:
-            grid = flow.grid()
-            warped_in = F.grid_sample(previous_in[None], grid, align_corners=False, padding_mode="border")[0]
-            warped_out = F.grid_sample(previous_out[None], grid, mode="bicubic", align_corners=False, padding_mode="border")[0]
-            mismatch = (warped_in - current).abs().mean(0, keepdim=True)  # (1, H, W)
-            trust = (1.0 - mismatch / self.tolerance).clamp_(0.0, 1.0)
-            size = stylized.shape[1:]
-            difference = torch.fft.rfft2((warped_out - stylized) * trust)  # (3, H, W // 2 + 1)
-            stylized = (stylized + torch.fft.irfft2(difference * self._filter(size), s=size)).clamp_(0.0, 1.0)
-        self.previous_input, self.previous_output = current, stylized
-        return stylized
+    def __call__(self, stylized: torch.Tensor, flow: Flow | None) -> torch.Tensor:
+        """``stylized`` (3, H, W) float32 result of a frame, ``flow`` the frame's motion (None: a new scene) -> the
+        blended result, (3, H, W)."""
+        import cv2
+
+        current = stylized.permute(1, 2, 0)  # (H, W, 3): OpenCV's layout
+        previous = self.previous_output
+        if flow is not None and previous is not None and previous.shape == current.shape:
+            size = current.shape[:2]
+            trust = np.clip(1.0 - flow.mismatch() / np.float32(self.tolerance), 0.0, 1.0)
+            if trust.shape != size:
+                trust = cv2.resize(trust, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            difference = torch.from_numpy(flow.warp(previous.numpy())).sub_(current).mul_(torch.from_numpy(trust)[..., None])
+            spectrum = torch.fft.rfft2(difference, dim=(0, 1)).mul_(self._filter(size))
+            current = torch.fft.irfft2(spectrum, s=size, dim=(0, 1)).add_(current).clamp_(0.0, 1.0)
+        else:
+            current = current.contiguous()
+        self.previous_output = current
+        return current.permute(2, 0, 1)
 
     def _filter(self, size: tuple[int, int]) -> torch.Tensor:
-        """``w / (w + k^2)`` on the ``rfft2`` grid of an ``(H, W)`` image (cached per size)."""
+        """``w^2 / (w^2 + k^4)`` on the ``rfft2`` grid of an ``(H, W)`` image, ``(H, W // 2 + 1, 1)`` (cached per size)."""
         if size not in self._filters:
             fy = torch.fft.fftfreq(size[0])[:, None]
             fx = torch.fft.rfftfreq(size[1])[None, :]
             squared = (2 * torch.pi) ** 2 * (fx**2 + fy**2)
-            self._filters[size] = self.strength / (self.strength + squared)
+            self._filters[size] = (1.0 / (1.0 + (squared / self.strength) ** 2))[..., None]
         return self._filters[size]
 
 
@@ -220,9 +264,14 @@ class FrameStylizer:
         self.previous_thumbnail: torch.Tensor | None = None
 
     def __call__(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
-        cuts = self._cuts(frames)
-        flows = [self.motion(frame, cut) for frame, cut in zip(frames, cuts, strict=True)] if self.motion else [None] * len(frames)
+        if self.temporal is None:
+            results = pipeline.stylize(self.engine, frames, self.weights, self.options)
+            return [quantize(result).permute(2, 0, 1) for result in results]  # (3, H, W) views of (H, W, 3) uint8
+        lumas = [grey(frame) for frame in frames]
+        cuts = self._cuts(lumas)
         height, width = frames[0].shape[1:]
+        motion = self.motion
+        flows = [motion(luma, (height, width), cut) for luma, cut in zip(lumas, cuts, strict=True)] if motion else [None] * len(frames)
         # The lock works in the network's pixels: not when work_size makes the network paint a smaller copy.
         locked = (
             self.lock is not None
@@ -235,21 +284,20 @@ class FrameStylizer:
             self.statistics.begin(cuts)
         results = pipeline.stylize(self.engine, inputs, self.weights, self.options, statistics=self.statistics)
         out = []
-        for frame, result, flow, (x, y) in zip(frames, results, flows, shifts, strict=True):
+        for result, flow, (x, y) in zip(results, flows, shifts, strict=True):
             result = result[:, y : y + height, x : x + width]
             if self.blend is not None:
-                result = self.blend(frame, result, flow)
-            out.append(quantize(result).permute(2, 0, 1))  # (3, H, W) view of (H, W, 3) uint8
+                result = self.blend(result, flow)
+            out.append(quantize(result).permute(2, 0, 1))
         return out
 
-    def _cuts(self, frames: list[torch.Tensor]) -> list[bool]:
-        """Whether each frame starts a new scene (the first frame of the clip does)."""
+    def _cuts(self, lumas: list[torch.Tensor]) -> list[bool]:
+        """Whether each frame starts a new scene (the first frame of the clip does), from its grey copy."""
         cuts = []
-        for frame in frames:
-            small = thumbnail(frame)
+        for luma in lumas:
+            small = thumbnail(luma)
             previous = self.previous_thumbnail
-            threshold = self.temporal.scene_cut if self.temporal else 0.0
-            cuts.append(previous is None or (small - previous).abs().mean().item() > threshold)
+            cuts.append(previous is None or (small - previous).abs().mean().item() > self.temporal.scene_cut)  # type: ignore[union-attr]
             self.previous_thumbnail = small
         return cuts
 
@@ -262,8 +310,8 @@ class FrameStylizer:
         if self.statistics is not None:
             for name, (mean, var) in self.statistics.state.items():
                 state[f"statistics.{name}.mean"], state[f"statistics.{name}.var"] = mean.cpu(), var.cpu()
-        if self.blend is not None and self.blend.previous_input is not None:
-            state["blend.input"], state["blend.output"] = self.blend.previous_input, self.blend.previous_output  # type: ignore[assignment]
+        if self.blend is not None and self.blend.previous_output is not None:
+            state["blend.output"] = self.blend.previous_output
         if self.motion is not None and self.motion.previous is not None:
             state["motion.previous"] = self.motion.previous
         if self.lock is not None:
@@ -276,7 +324,7 @@ class FrameStylizer:
             names = {key[len("statistics.") : -len(".mean")] for key in state if key.startswith("statistics.") and key.endswith(".mean")}
             self.statistics.state = {name: (state[f"statistics.{name}.mean"], state[f"statistics.{name}.var"]) for name in names}
         if self.blend is not None:
-            self.blend.previous_input, self.blend.previous_output = state.get("blend.input"), state.get("blend.output")
+            self.blend.previous_output = state.get("blend.output")
         if self.motion is not None:
             self.motion.previous = state.get("motion.previous")
         if self.lock is not None and "lock.offset" in state:

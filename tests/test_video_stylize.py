@@ -76,10 +76,19 @@ def test_temporal_frames_flicker_less_than_per_frame(stylizer, tmp_path):
 
 
 def test_a_scene_cut_restarts_the_temporal_state(stylizer):
-    frames = [torch.full((3, 32, 40), 30, dtype=torch.uint8), torch.full((3, 32, 40), 220, dtype=torch.uint8)]
-    processor = FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions(), TemporalOptions())
-    assert processor._cuts(frames) == [True, True]  # the first frame, and a jump to another picture
-    assert processor._cuts([frames[1].clone()]) == [False]
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 40), indexing="ij")
+    picture = torch.stack([xs, ys, (xs - ys).abs()]).mul(200).add(30).to(torch.uint8)
+    other = torch.full((3, 32, 40), 240, dtype=torch.uint8) - picture
+    moved = torch.roll(picture, 1, dims=2)
+
+    def run(frames: list[torch.Tensor]) -> torch.Tensor:
+        processor = FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions(), TemporalOptions())
+        return torch.stack([processor([frame])[0] for frame in frames])[-1].int()
+
+    after_cut, alone = run([other, picture]), run([picture])
+    assert (after_cut - alone).abs().max() <= 1  # a jump to another picture starts afresh
+    continued, moved_alone = run([picture, moved]), run([moved])
+    assert (continued - moved_alone).abs().float().mean() > 1.0  # a small move carries the scene's state on
 
 
 def test_a_killed_temporal_run_resumes_to_the_same_bytes(stylizer, tmp_path, monkeypatch):
