@@ -246,6 +246,16 @@ def test_changed_options_start_afresh(tmp_path: Path) -> None:
     assert "not reused" in result.notes[0]
 
 
+def test_spelling_out_the_default_encoder_settings_still_resumes(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "clip.mp4", frames=24)
+    target = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError):
+        transcode(source, target, RunningMean(fail_after=15), SEGMENTS, batch_size=4)
+    explicit = VideoOptions(segment_seconds=0.25, codec="libx264", preset="veryfast", crf=18)
+    result = transcode(source, target, RunningMean(), explicit, batch_size=4)
+    assert result.segments_reused == 2 and result.processed_frames == 12
+
+
 def test_rotation_is_applied_to_the_pixels(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "portrait.mp4", rotation=90, audio=None)  # shown turned 90 degrees counterclockwise
     info = probe(source)

@@ -117,7 +117,7 @@ def transcode(
     _check_paths(source, target, overwrite=overwrite)
     info = probe(source)
     size = scaled_size(*info.size, options.max_size)
-    options_used = {**options.to_dict(), "codec": plan.codec, "crf": plan.crf, "format": plan.format}
+    options_used = {**options.to_dict(), "codec": plan.codec, "crf": plan.crf, "preset": plan.preset, "format": plan.format}
     del options_used["queue_frames"]  # changes memory use, not the output
     identity = {
         "source": source_identity(source),
