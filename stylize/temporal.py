@@ -201,8 +201,8 @@ class FlowBlend:
     The result ``u`` keeps the new frame ``S``'s second derivatives (its strokes) and takes the rest from the warped
     previous output ``P`` where the motion is trusted: it minimises ``w^2 |u - P|^2 + |laplacian(u - S)|^2``, solved by
     FFT: ``u = S + w^2 / (w^2 + k^4) (P - S)`` at spatial frequency ``k``. Keeping the gradients instead (Bonneel et
-    al.'s ``w / (w + k^2)``) averages more of the strokes' band with the previous frame's: steadier by the same
-    measure, but the style loss rose 2-4x as much (scripts/bench_video.py).
+    al.'s ``w / (w + k^2)``) averages more of the strokes' band with the previous frame's: as steady, but further
+    from the style (docs/benchmarks/video.md).
     """
 
     def __init__(self, strength: float, tolerance: float) -> None:
