@@ -43,6 +43,8 @@ from stylize.topology import SIZE_MULTIPLE, padded_size
 THUMBNAIL = 32
 #: Longest side at which motion is estimated (the flow is scaled up to the frame): finer adds time, not accuracy.
 FLOW_SIDE = 640
+#: OpenCV's remap addresses pixels with 16-bit integers: frames with a side this long or longer warp with torch.
+REMAP_SIDE_LIMIT = 32767
 
 
 def grey(frame: torch.Tensor) -> torch.Tensor:
@@ -143,8 +145,15 @@ def _remap(image: np.ndarray, field: np.ndarray, size: tuple[int, int], cubic: b
         if (h, w) != (height, width):
             component = cv2.resize(component, (width, height), interpolation=cv2.INTER_LINEAR)
         maps.append(np.add(component, coordinates, out=component))
+    if max(*image.shape[:2], height, width) >= REMAP_SIDE_LIMIT:
+        # grid_sample's [-1, 1] coordinates of pixel centres (align_corners=False); the same bicubic kernel (a = -0.75)
+        grid = torch.from_numpy(np.stack(maps, axis=-1))
+        grid = (grid + 0.5).mul_(torch.tensor([2 / image.shape[1], 2 / image.shape[0]])).sub_(1.0)
+        pixels = torch.from_numpy(image).reshape(*image.shape[:2], -1).permute(2, 0, 1)[None]
+        warped = F.grid_sample(pixels, grid[None], mode="bicubic" if cubic else "bilinear", padding_mode="border", align_corners=False)
+        return warped[0].permute(1, 2, 0).reshape(height, width, *image.shape[2:]).contiguous().numpy()
     interpolation = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
-    return cv2.remap(image, maps[0], maps[1], interpolation, borderMode=cv2.BORDER_REPLICATE).reshape(image.shape)
+    return cv2.remap(image, maps[0], maps[1], interpolation, borderMode=cv2.BORDER_REPLICATE).reshape(height, width, *image.shape[2:])
 
 
 class Motion:

@@ -172,3 +172,24 @@ def test_phase_lock_makes_a_panning_picture_keep_its_strokes(stylizer):
     unlocked = flicker_of(TemporalOptions(momentum=0.0, flow_strength=0.0, phase_lock=False))
     locked = flicker_of(TemporalOptions(momentum=0.0, flow_strength=0.0, phase_lock=True))
     assert locked < 0.5 * unlocked, (locked, unlocked)
+
+
+def test_frames_too_wide_for_opencv_warp_the_same_way(stylizer, monkeypatch):
+    """OpenCV's remap takes no side of 32,767 pixels or more; such frames warp with torch, to the same result."""
+    from stylize import temporal
+
+    rng = np.random.default_rng(2)
+    coarse = torch.from_numpy(rng.random((1, 3, 12, 20))).float()
+    picture = (torch.nn.functional.interpolate(coarse, size=(64, 120), mode="bicubic", align_corners=False).clamp(0, 1)[0] * 255).to(torch.uint8)
+    frames = [picture[:, :, 2 * t : 2 * t + 96].contiguous() for t in range(6)]
+
+    def run() -> torch.Tensor:
+        processor = FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions(), TemporalOptions())
+        return torch.stack(processor(frames[:3]) + processor(frames[3:])).int()
+
+    with_opencv = run()
+    monkeypatch.setattr(temporal, "REMAP_SIDE_LIMIT", 8)
+    with_torch = run()
+    per_frame = torch.stack(FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions())(frames)).int()
+    assert (with_opencv - per_frame).abs().float().mean() > 5  # the warped previous frames carry over
+    assert (with_torch - with_opencv).abs().float().mean() < 0.01 and (with_torch - with_opencv).abs().max() <= 2
