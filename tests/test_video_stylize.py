@@ -193,3 +193,21 @@ def test_frames_too_wide_for_opencv_warp_the_same_way(stylizer, monkeypatch):
     per_frame = torch.stack(FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions())(frames)).int()
     assert (with_opencv - per_frame).abs().float().mean() > 5  # the warped previous frames carry over
     assert (with_torch - with_opencv).abs().float().mean() < 0.01 and (with_torch - with_opencv).abs().max() <= 2
+
+
+def test_temporal_frames_stream_in_tiles_as_they_run_whole(stylizer):
+    """Frames too large for memory go through in tiles; the temporal state (statistics included) gives the same frames."""
+    rng = np.random.default_rng(3)
+    coarse = torch.from_numpy(rng.random((1, 3, 12, 20))).float()
+    picture = (torch.nn.functional.interpolate(coarse, size=(64, 120), mode="bicubic", align_corners=False).clamp(0, 1)[0] * 255).to(torch.uint8)
+    frames = [picture[:, :, t : t + 96].contiguous() for t in range(6)]
+
+    def run(tile: str, temporal: TemporalOptions | None) -> torch.Tensor:
+        processor = FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions(tile=tile), temporal)
+        return torch.stack(processor(frames[:3]) + processor(frames[3:])).int()
+
+    statistics_only = TemporalOptions(flow_strength=0.0, phase_lock=False)
+    tiled = run("32", statistics_only)
+    assert (run("off", statistics_only) - tiled).abs().max() <= 1
+    assert (tiled - run("32", None)).abs().float().mean() > 2  # the tiles normalise with the running statistics
+    assert (run("off", TemporalOptions()) - run("32", TemporalOptions())).abs().max() <= 1
