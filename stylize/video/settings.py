@@ -30,7 +30,7 @@ class OutputPlan:
     format: str  # FFmpeg muxer name: "mp4", "mov", "matroska", "webm", ...
     codec: str  # a key of ENCODERS
     crf: int
-    preset: str  # "" for VP9, which has none
+    preset: str  # x264/x265 speed preset; VP9 has none ("" unless given, and then unused)
     pix_fmt: str
     global_header: bool  # the container keeps codec headers out of band (MP4, MKV), so the encoder must too
     audio_codec: str  # what audio the container cannot hold is re-encoded to: "aac", or "libopus" for WebM
