@@ -119,8 +119,8 @@ class Flow:
         return -float(median[0]) * width / w, -float(median[1]) * height / h
 
     def warp(self, previous: np.ndarray) -> np.ndarray:
-        """The previous frame's ``(H, W, C)`` float32 image moved along the motion onto this frame (bicubic, edges
-        repeated)."""
+        """The previous frame's ``(H, W, C)`` float32 image moved along the motion onto this frame, edges repeated;
+        bicubic, because a bilinear warp's blur builds up from frame to frame in what the blend carries over."""
         return _remap(previous, self.field, self.size, cubic=True)
 
     def mismatch(self) -> np.ndarray:
