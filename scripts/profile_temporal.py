@@ -39,7 +39,8 @@ SETTINGS = {
     "per-frame": None,
     "statistics only": TemporalOptions(flow_strength=0.0, phase_lock=False),
     "default": DEFAULT,
-}#: The default's parts, each the functions whose cumulative time it is.
+}
+#: The default's parts, each the functions whose cumulative time it is.
 PARTS = {
     "network, statistics hook included": [pipeline.forward],
     "  statistics: computed, then applied": [kernels.batch_norm_statistics, kernels.batch_norm_with],

@@ -52,13 +52,18 @@ def grey(frame: torch.Tensor) -> torch.Tensor:
     import cv2  # the video extra brings it: pip install 'stylize[video]'
 
     height, width = frame.shape[1:]
-    pixels = np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy())  # decoded frames are views of (H, W, 3)
-    luma = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    luma = cv2.cvtColor(_channels_last(frame), cv2.COLOR_RGB2GRAY)
     scale = min(1.0, FLOW_SIDE / max(height, width))
     if scale < 1.0:
         size = (max(8, round(width * scale)), max(8, round(height * scale)))
         luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
     return torch.from_numpy(luma)
+
+
+def _channels_last(frame: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` uint8 -> ``(H, W, 3)`` contiguous array, OpenCV's layout (no copy for decoded frames, which are
+    views of one)."""
+    return np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy())
 
 
 def thumbnail(luma: torch.Tensor) -> torch.Tensor:
@@ -198,9 +203,8 @@ def shift(frame: torch.Tensor, x: int, y: int) -> torch.Tensor:
 
     height, width = frame.shape[1:]
     padded_height, padded_width = padded_size(height + SIZE_MULTIPLE - 1, width + SIZE_MULTIPLE - 1)
-    pixels = np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy())
     # REFLECT_101 is torch's "reflect": the edge pixel is not repeated
-    moved = cv2.copyMakeBorder(pixels, y, padded_height - height - y, x, padded_width - width - x, cv2.BORDER_REFLECT_101)
+    moved = cv2.copyMakeBorder(_channels_last(frame), y, padded_height - height - y, x, padded_width - width - x, cv2.BORDER_REFLECT_101)
     return torch.from_numpy(moved).permute(2, 0, 1)
 
 
