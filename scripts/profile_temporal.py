@@ -43,7 +43,7 @@ SETTINGS = {
 #: The default's parts, each the functions whose cumulative time it is.
 PARTS = {
     "network, statistics hook included": [pipeline.forward],
-    "  statistics: computed, then applied": [kernels.batch_norm_statistics, kernels.batch_norm_with],
+    "  statistics: computed, then applied": [kernels.batch_norm_statistics, kernels.batch_norm_with_],
     "flow blend": [temporal.FlowBlend.__call__],
     "  warp of the previous output": [temporal.Flow.warp],
     "  motion check on grey copies": [temporal.Flow.mismatch],

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from stylize.kernels import (
     WIDE_CHANNELS,
     batch_norm_statistics,
-    batch_norm_with,
+    batch_norm_with_,
     instance_norm_,
     phase_reflect_pad,
     phase_unview,
@@ -309,6 +309,6 @@ class PreparedGenerator:
                 batch, channels = view.shape[:2]
                 mean, var = statistics(step.name, *batch_norm_statistics(view))
                 gamma, beta = affine[0].view(batch, channels), affine[1].view(batch, channels)
-                view = batch_norm_with(view, mean, var, gamma, beta, layer.eps)
+                view = batch_norm_with_(view, mean, var, gamma, beta, layer.eps)
             x = phase_unview(view, x) if phases else view
         return F.relu_(x) if step.relu and not defer_relu else x
