@@ -362,7 +362,7 @@ class Stylizer:
                 "style": description,
                 "weights": None if callable(weights) else [round(float(w), 7) for w in weights],
                 "options": [options.strength, options.blend, options.preserve_color, options.work_size],
-                "temporal": None if settings_of_temporal is None else dataclasses.asdict(settings_of_temporal),
+                "temporal": None if settings_of_temporal is None else [dataclasses.asdict(settings_of_temporal), FrameStylizer.STATE_VERSION],
                 "precision": self.precision,
             },
             sort_keys=True,

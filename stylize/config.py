@@ -449,12 +449,15 @@ class TemporalOptions:
     momentum: float = 0.9
     # How much of the previous stylized frame, warped along the input's motion, carries into each new one: the squared
     # spatial frequency (radians per pixel) at which half of the difference is carried (0: none; larger carries finer
-    # detail too, steadier but softer strokes). 1.0 halves the flicker and keeps the style loss within 10% of per-frame
+    # detail too, steadier but softer strokes). 1.2 halves the flicker and keeps the style loss within 10% of per-frame
     # stylization's (scripts/bench_video.py).
-    flow_strength: float = 1.0
+    flow_strength: float = 1.2
     # Difference (0-1 scale) between a frame's grey copy and the previous one warped along the motion, above which a
     # pixel is not blended.
     flow_tolerance: float = 0.08
+    # Scale of the grid the flow blend works on (1: the frame's own pixels). What it carries is mostly coarse, so 0.5
+    # costs a quarter and is less steady only by a few percent (its strokes' band is carried less).
+    blend_scale: float = 1.0
     # Shift each frame by 0-3 pixels so that a panning picture meets the network's stride grid the same way every frame:
     # the network then redraws the same strokes, moved, instead of new ones.
     phase_lock: bool = True
@@ -462,8 +465,12 @@ class TemporalOptions:
     scene_cut: float = 0.12
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.momentum < 1.0 and self.flow_strength >= 0.0 and self.flow_tolerance > 0 and self.scene_cut >= 0):
-            raise StylizeError("temporal settings out of range", "momentum in [0, 1), flow_strength >= 0, flow_tolerance > 0, scene_cut >= 0")
+        if not (
+            0.0 <= self.momentum < 1.0 and self.flow_strength >= 0.0 and self.flow_tolerance > 0 and 0 < self.blend_scale <= 1 and self.scene_cut >= 0
+        ):
+            raise StylizeError(
+                "temporal settings out of range", "momentum in [0, 1), flow_strength >= 0, flow_tolerance > 0, blend_scale in (0, 1], scene_cut >= 0"
+            )
 
 
 #: Constant rate factor used when VideoOptions.crf is None: about the same visual quality from each encoder, a little

@@ -15,7 +15,7 @@ the whole frame's tone, and strokes are redrawn from scratch each frame. Two rem
 - :class:`FlowBlend` carries the previous stylized frame, warped along the motion between the *input* frames, into
   the new one in the gradient domain (after Bonneel et al., "Blind video temporal consistency", 2015): the result
   keeps the new frame's second derivatives, its strokes, and takes the rest of the difference to the warped previous
-  frame, a screened solve done by FFT. Pixels where the warped previous input does not match the current one
+  frame, a screened solve applied as a low-pass filter. Pixels where the warped previous input does not match the current one
   (occlusions, failed motion) are not carried over. A plain blend of the two frames, measured too, smears the
   strokes (the style loss rose 1.5x for half the flicker; scripts/bench_video.py).
 
@@ -26,7 +26,9 @@ at segment ends (:meth:`FrameStylizer.state_dict`), so a resumed run gives the s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -124,9 +126,10 @@ class Flow:
         return -float(median[0]) * width / w, -float(median[1]) * height / h
 
     def warp(self, previous: np.ndarray) -> np.ndarray:
-        """The previous frame's ``(H, W, C)`` float32 image moved along the motion onto this frame, edges repeated;
-        bicubic, because a bilinear warp's blur builds up from frame to frame in what the blend carries over."""
-        return _remap(previous, self.field, self.size, cubic=True)
+        """A ``(h, w, C)`` float32 image of the previous frame (at any scale) moved along the motion onto this frame, at
+        the same scale, edges repeated; bicubic, because a bilinear warp's blur builds up from frame to frame in what the
+        blend carries over."""
+        return _remap(previous, self.field, previous.shape[:2], cubic=True)
 
     def mismatch(self) -> np.ndarray:
         """``(h, w)`` float32 in ``[0, 1]``: how far each grey pixel is from the previous grey frame moved along the
@@ -212,48 +215,63 @@ class FlowBlend:
     """Carries the previous output, warped along the input frames' motion, into each new stylized frame.
 
     The result ``u`` keeps the new frame ``S``'s second derivatives (its strokes) and takes the rest from the warped
-    previous output ``P`` where the motion is trusted: it minimises ``w^2 |u - P|^2 + |laplacian(u - S)|^2``, solved by
-    FFT: ``u = S + w^2 / (w^2 + k^4) (P - S)`` at spatial frequency ``k``. Keeping the gradients instead (Bonneel et
-    al.'s ``w / (w + k^2)``) averages more of the strokes' band with the previous frame's: as steady, but further
-    from the style (docs/benchmarks/video.md).
+    previous output ``P`` where the motion is trusted: it minimises ``w^2 |u - P|^2 + |laplacian(u - S)|^2``, whose
+    solution is ``u = S + w^2 / (w^2 + k^4) (P - S)`` at spatial frequency ``k``. That low-pass filter is applied as
+    ``2 G - G G`` with ``G`` a Gaussian blur (:func:`low_pass`: its response is within 0.05 of the exact one at every
+    frequency, at a fraction of an FFT's cost, and reflects at the borders instead of wrapping). Keeping the gradients
+    instead (Bonneel et al.'s ``w / (w + k^2)``) averages more of the strokes' band with the previous frame's: as
+    steady, but further from the style (docs/benchmarks/video.md).
+
+    The blend works on a grid ``scale`` times the frame's size: the carried difference is a low-pass image (at
+    ``strength`` 1, under 15% of it passes above half the frame's Nyquist frequency), which a half-size grid holds at
+    a quarter of the warp's and the filter's cost.
     """
 
-    def __init__(self, strength: float, tolerance: float) -> None:
+    def __init__(self, strength: float, tolerance: float, scale: float = 1.0) -> None:
         """``strength``: ``w``, the squared frequency (radians per pixel) at which half the difference to the warped
-        previous frame is carried over; ``tolerance``: the grey mismatch at which none of it is."""
-        self.strength = strength
+        previous frame is carried over; ``tolerance``: the grey mismatch at which none of it is; ``scale``: the
+        blend's grid, relative to the frame."""
+        self.sigma = math.sqrt(2 * math.log(2 + math.sqrt(2)) / strength)  # where 1 - (1 - G)^2 carries half
         self.tolerance = tolerance
-        self._filters: dict[tuple[int, int], torch.Tensor] = {}
-        self.previous_output: torch.Tensor | None = None  # (H, W, 3) float32 in [0, 1], what was written
+        self.scale = scale
+        self.previous: np.ndarray | None = None  # (h, w, 3) float32 in [0, 1]: what was written, on the blend's grid
 
     def __call__(self, stylized: torch.Tensor, flow: Flow | None) -> torch.Tensor:
         """``stylized`` (3, H, W) float32 result of a frame, ``flow`` the frame's motion (None: a new scene) -> the
         blended result, (3, H, W)."""
         import cv2
 
-        current = stylized.permute(1, 2, 0)  # (H, W, 3): OpenCV's layout
-        previous = self.previous_output
-        if flow is not None and previous is not None and previous.shape == current.shape:
-            size = current.shape[:2]
+        current = stylized.cpu().permute(1, 2, 0).contiguous().numpy()  # (H, W, 3): OpenCV's layout; torch copies faster
+        height, width = current.shape[:2]
+        grid = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
+        whole = grid == (height, width)
+        small = current if whole else cv2.resize(current, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
+        previous = self.previous
+        if flow is not None and previous is not None and previous.shape == small.shape:
             trust = np.clip(1.0 - flow.mismatch() / np.float32(self.tolerance), 0.0, 1.0)
-            if trust.shape != size:
-                trust = cv2.resize(trust, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-            difference = torch.from_numpy(flow.warp(previous.numpy())).sub_(current).mul_(torch.from_numpy(trust)[..., None])
-            spectrum = torch.fft.rfft2(difference, dim=(0, 1)).mul_(self._filter(size))
-            current = torch.fft.irfft2(spectrum, s=size, dim=(0, 1)).add_(current).clamp_(0.0, 1.0)
-        else:
-            current = current.contiguous()
-        self.previous_output = current
-        return current.permute(2, 0, 1)
+            if trust.shape != grid:
+                trust = cv2.resize(trust, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
+            difference = flow.warp(previous)
+            difference -= small
+            difference *= trust[..., None]
+            carried = low_pass(difference, self.sigma * grid[1] / width)
+            small += carried  # in place: ``current`` itself when whole
+            np.clip(small, 0.0, 1.0, out=small)
+            if not whole:
+                current += cv2.resize(carried, (width, height), interpolation=cv2.INTER_CUBIC)
+                np.clip(current, 0.0, 1.0, out=current)
+        self.previous = small
+        return torch.from_numpy(current).permute(2, 0, 1)
 
-    def _filter(self, size: tuple[int, int]) -> torch.Tensor:
-        """``w^2 / (w^2 + k^4)`` on the ``rfft2`` grid of an ``(H, W)`` image, ``(H, W // 2 + 1, 1)`` (cached per size)."""
-        if size not in self._filters:
-            fy = torch.fft.fftfreq(size[0])[:, None]
-            fx = torch.fft.rfftfreq(size[1])[None, :]
-            squared = (2 * torch.pi) ** 2 * (fx**2 + fy**2)
-            self._filters[size] = (1.0 / (1.0 + (squared / self.strength) ** 2))[..., None]
-        return self._filters[size]
+
+def low_pass(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``image`` (H, W[, C]) float32 through ``1 - (1 - G)^2 = 2 G - G G``, ``G`` a Gaussian blur of ``sigma`` pixels:
+    flat like ``1 / (1 + k^4)`` at low frequencies, where a single Gaussian already bends down."""
+    import cv2
+
+    once = cv2.GaussianBlur(image, (0, 0), sigma)
+    twice = cv2.GaussianBlur(once, (0, 0), sigma)
+    return cv2.addWeighted(once, 2.0, twice, -1.0, 0.0)
 
 
 @dataclass
@@ -268,10 +286,13 @@ class FrameStylizer:
     options: ApplyOptions
     temporal: TemporalOptions | None = None
 
+    #: What :meth:`state_dict` holds and how it is used: an interrupted run saved with another cannot be continued.
+    STATE_VERSION: ClassVar[int] = 2
+
     def __post_init__(self) -> None:
         temporal = self.temporal
         self.statistics = TemporalStatistics(temporal.momentum) if temporal and temporal.momentum > 0 else None
-        self.blend = FlowBlend(temporal.flow_strength, temporal.flow_tolerance) if temporal and temporal.flow_strength > 0 else None
+        self.blend = FlowBlend(temporal.flow_strength, temporal.flow_tolerance, temporal.blend_scale) if temporal and temporal.flow_strength > 0 else None
         self.lock = PhaseLock() if temporal and temporal.phase_lock else None
         self.motion = Motion() if self.blend is not None or self.lock is not None else None
         self.previous_thumbnail: torch.Tensor | None = None
@@ -323,8 +344,8 @@ class FrameStylizer:
         if self.statistics is not None:
             for name, (mean, var) in self.statistics.state.items():
                 state[f"statistics.{name}.mean"], state[f"statistics.{name}.var"] = mean.cpu(), var.cpu()
-        if self.blend is not None and self.blend.previous_output is not None:
-            state["blend.output"] = self.blend.previous_output
+        if self.blend is not None and self.blend.previous is not None:
+            state["blend.output"] = torch.from_numpy(self.blend.previous)
         if self.motion is not None and self.motion.previous is not None:
             state["motion.previous"] = self.motion.previous
         if self.lock is not None:
@@ -337,7 +358,8 @@ class FrameStylizer:
             names = {key[len("statistics.") : -len(".mean")] for key in state if key.startswith("statistics.") and key.endswith(".mean")}
             self.statistics.state = {name: (state[f"statistics.{name}.mean"], state[f"statistics.{name}.var"]) for name in names}
         if self.blend is not None:
-            self.blend.previous_output = state.get("blend.output")
+            output = state.get("blend.output")
+            self.blend.previous = None if output is None else output.numpy()
         if self.motion is not None:
             self.motion.previous = state.get("motion.previous")
         if self.lock is not None and "lock.offset" in state:

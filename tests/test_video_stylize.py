@@ -211,3 +211,41 @@ def test_temporal_frames_stream_in_tiles_as_they_run_whole(stylizer):
     assert (run("off", statistics_only) - tiled).abs().max() <= 1
     assert (tiled - run("32", None)).abs().float().mean() > 2  # the tiles normalise with the running statistics
     assert (run("off", TemporalOptions()) - run("32", TemporalOptions())).abs().max() <= 1
+
+
+@pytest.mark.parametrize("strength", [0.5, 1.0, 2.0])
+def test_the_blend_filter_carries_each_frequency_as_the_screened_solve_does(strength):
+    """``low_pass`` stands for the solve's ``w^2 / (w^2 + k^4)``: a sine of each frequency keeps that share."""
+    from stylize.temporal import FlowBlend, low_pass
+
+    sigma = FlowBlend(strength, 0.08).sigma
+    x = np.arange(512, dtype=np.float32)
+    for k in (0.05, 0.3, 0.6, 1.0, 1.5, 2.5):
+        wave = np.tile(np.sin(k * x), (8, 1)).astype(np.float32)
+        kept = low_pass(wave, sigma)[:, 64:-64]
+        share = float(np.abs(kept).max() / np.abs(wave[:, 64:-64]).max())
+        assert abs(share - strength**2 / (strength**2 + k**4)) < 0.06, (k, share)
+
+
+@pytest.mark.parametrize(("width", "scale"), [(96, 1.0), (96, 0.5), (800, 0.5)])
+def test_the_blend_carries_the_previous_frames_tone_on_any_grid(width, scale):
+    """Still input, a new result with another tone: the blend keeps the previous result's tone and the new strokes,
+    whether it works on the frame's pixels or on a coarser grid."""
+    from stylize.temporal import FlowBlend, Motion, grey
+
+    rng = np.random.default_rng(4)
+    height = width * 9 // 16
+    coarse = torch.from_numpy(rng.random((1, 3, 6, 10))).float()
+    picture = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)[0]
+    strokes = torch.from_numpy(rng.random((3, height, width), dtype=np.float32)) * 0.1  # pixel-sized detail
+    frame = (picture * 255).to(torch.uint8)
+    motion, blend = Motion(), FlowBlend(1.0, 0.08, scale)
+    first = (picture * 0.8 + strokes).clamp(0, 1)
+    blend(first, motion(grey(frame), (height, width), cut=True))
+    second = (picture * 0.8 + 0.1 + strokes.roll(1, dims=2)).clamp(0, 1)  # brighter, other strokes
+    result = blend(second, motion(grey(frame), (height, width), cut=False))
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    assert (result - first)[inner].mean().abs() < 0.01  # the tone carried over
+    detail = result - torch.nn.functional.avg_pool2d(result[None], 5, 1, 2, count_include_pad=False)[0]
+    new_detail = second - torch.nn.functional.avg_pool2d(second[None], 5, 1, 2, count_include_pad=False)[0]
+    assert torch.corrcoef(torch.stack([detail[inner].flatten(), new_detail[inner].flatten()]))[0, 1] > 0.8  # the new strokes kept
