@@ -292,7 +292,8 @@ class FrameStylizer:
     def __post_init__(self) -> None:
         temporal = self.temporal
         self.statistics = TemporalStatistics(temporal.momentum) if temporal and temporal.momentum > 0 else None
-        self.blend = FlowBlend(temporal.flow_strength, temporal.flow_tolerance, temporal.blend_scale) if temporal and temporal.flow_strength > 0 else None
+        blends = temporal is not None and temporal.flow_strength > 0
+        self.blend = FlowBlend(temporal.flow_strength, temporal.flow_tolerance, temporal.blend_scale) if blends else None  # type: ignore[union-attr]
         self.lock = PhaseLock() if temporal and temporal.phase_lock else None
         self.motion = Motion() if self.blend is not None or self.lock is not None else None
         self.previous_thumbnail: torch.Tensor | None = None
