@@ -39,12 +39,14 @@ from stylize.config import ApplyOptions, TemporalOptions
 from stylize.encoding import quantize
 from stylize.engine import Engine
 from stylize.pipeline import StyleWeights
-from stylize.topology import SIZE_MULTIPLE, padded_size
+from stylize.topology import SIZE_MULTIPLE, check_size, padded_size
 
 #: Side of the grey thumbnails compared to find scene cuts.
 THUMBNAIL = 32
 #: Longest side at which motion is estimated (the flow is scaled up to the frame): finer adds time, not accuracy.
 FLOW_SIDE = 640
+#: DIS optical flow refuses frames with neither side this long.
+FLOW_MIN_SIDE = 12
 #: OpenCV's remap addresses pixels with 16-bit integers: frames with a side this long or longer warp with torch.
 REMAP_SIDE_LIMIT = 32767
 
@@ -175,9 +177,9 @@ class Motion:
 
     def __call__(self, luma: torch.Tensor, size: tuple[int, int], cut: bool) -> Flow | None:
         """``luma``, the :func:`grey` copy of a frame of ``size`` (H, W) -> its motion from the previous frame; None
-        at a cut or a change of size."""
+        at a cut, a change of size, or in frames too small for DIS."""
         previous, self.previous = self.previous, luma
-        if cut or previous is None or previous.shape != luma.shape:
+        if cut or previous is None or previous.shape != luma.shape or max(luma.shape) < FLOW_MIN_SIDE:
             return None
         return Flow(self.flow.calc(luma.numpy(), previous.numpy(), None), size, luma, previous)
 
@@ -299,6 +301,7 @@ class FrameStylizer:
         self.previous_thumbnail: torch.Tensor | None = None
 
     def __call__(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+        check_size(*frames[0].shape[1:], what="video frames are")  # before the phase lock pads them
         if self.temporal is None:
             results = pipeline.stylize(self.engine, frames, self.weights, self.options)
             return [quantize(result).permute(2, 0, 1) for result in results]  # (3, H, W) views of (H, W, 3) uint8

@@ -123,11 +123,11 @@ def feeds_only_next_conv(plan: tuple[Step, ...], index: int) -> bool:
     return index + 1 < len(plan) and isinstance(plan[index + 1], Conv)
 
 
-def check_size(height: int, width: int) -> None:
-    """Refuse images the network cannot take (the one minimum-size rule)."""
+def check_size(height: int, width: int, what: str = "image is") -> None:
+    """Refuse images the network cannot take (the one minimum-size rule); ``what`` names them in the message."""
     if min(height, width) < MIN_SIDE:
         raise StylizeError(
-            f"image is too small ({width}x{height}); style transfer needs at least {MIN_SIDE} pixels on each side",
+            f"{what} too small ({width}x{height}); style transfer needs at least {MIN_SIDE} pixels on each side",
             "use a larger image",
         )
 

@@ -642,6 +642,8 @@ CASES: list[Case] = [
          (*apply_to("pcm.mov", "out.mp4"),), Succeeds("out.mp4", video_of(6, (48, 32)), "audio re-encoded to AAC", note="re-encoded to aac")),
     Case("video-odd-size", "a 47x33 clip (4:4:4, so that the odd size exists)", with_tiny(clip("odd.mkv", pix_fmt="yuv444p", size=(47, 33))),
          (*apply_to("odd.mkv", "out.mp4"),), Succeeds("out.mp4", video_of(6, (46, 32)), "46x32: one column and row cropped", note="crop")),
+    Case("video-tiny", "a 6x6 clip", with_tiny(clip("tiny.mp4", size=(6, 6))), (*apply_to("tiny.mp4", "out.mp4"),),
+         Fails(2, "at least 8 pixels on each side")),
     Case("convert-kill-9", "`kill -9` during `convert`, then the same command again", pytorch_examples_pth,
          ("convert", "candy.pth", "out.safetensors"),
          Succeeds("out.safetensors", loads_as_model,

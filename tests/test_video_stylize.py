@@ -249,3 +249,11 @@ def test_the_blend_carries_the_previous_frames_tone_on_any_grid(width, scale):
     detail = result - torch.nn.functional.avg_pool2d(result[None], 5, 1, 2, count_include_pad=False)[0]
     new_detail = second - torch.nn.functional.avg_pool2d(second[None], 5, 1, 2, count_include_pad=False)[0]
     assert torch.corrcoef(torch.stack([detail[inner].flatten(), new_detail[inner].flatten()]))[0, 1] > 0.8  # the new strokes kept
+
+
+def test_frames_too_small_for_optical_flow_are_stylized_without_it(stylizer):
+    """DIS flow needs a side of 12 pixels; an 8x10 clip is legal H.264 and goes through with the other methods."""
+    frames = [torch.full((3, 8, 10), 100 + 2 * t, dtype=torch.uint8) for t in range(5)]  # one scene
+    processor = FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions(), TemporalOptions())
+    out = processor(frames[:3]) + processor(frames[3:])
+    assert [tuple(frame.shape) for frame in out] == [(3, 8, 10)] * 5

@@ -100,13 +100,15 @@ def transcode(
     overwrite: bool = False,
     fingerprint: str = "",
     on_progress: ProgressCallback | None = None,
+    check_frames: Callable[[int, int], None] | None = None,
 ) -> VideoResult:
     """Run every frame of ``source``'s video through ``processor`` and write ``target`` with its audio and subtitles.
 
     ``processor`` None copies the frames (a re-encode). ``fingerprint`` names the processor and its settings (model
     file hash, style, strength): segments left by an interrupted run are reused only when it, the source and the
-    options are all the same. Raises StylizeError for anything the user can fix, before any work where possible; when
-    the processor raises, its exception propagates and the finished segments are kept for the next run.
+    options are all the same. ``check_frames(height, width)`` raises StylizeError for a frame size the processor
+    cannot take. Raises StylizeError for anything the user can fix, before any work where possible; when the processor
+    raises, its exception propagates and the finished segments are kept for the next run.
     """
     require_av()
     started = time.perf_counter()
@@ -117,6 +119,8 @@ def transcode(
     _check_paths(source, target, overwrite=overwrite)
     info = probe(source)
     size = scaled_size(*info.size, options.max_size)
+    if check_frames is not None:
+        check_frames(size[1], size[0])
     options_used = {**options.to_dict(), "codec": plan.codec, "crf": plan.crf, "preset": plan.preset, "format": plan.format}
     del options_used["queue_frames"]  # changes memory use, not the output
     identity = {
