@@ -67,6 +67,12 @@ def test_temporal_statistics_follow_a_running_mean_and_restart_at_cuts():
     assert hook("layer", torch.tensor([[8.0]]), torch.tensor([[1.0]]))[0].item() == 6.0
 
 
+@pytest.mark.parametrize("setting", [{"momentum": 1.0}, {"flow_strength": -0.1}, {"blend_scale": 0.0}, {"blend_scale": 1.5}])
+def test_temporal_settings_out_of_range_are_refused(setting):
+    with pytest.raises(StylizeError, match="temporal settings out of range"):
+        TemporalOptions(**setting)
+
+
 def test_temporal_frames_flicker_less_than_per_frame(stylizer, tmp_path):
     clip = moving_clip(tmp_path / "pan.mp4", frames=10)
     plain = stylizer.apply_video(clip, tmp_path / "plain.mp4", temporal=False, video=SEGMENTS)
