@@ -224,9 +224,10 @@ class FlowBlend:
     instead (Bonneel et al.'s ``w / (w + k^2)``) averages more of the strokes' band with the previous frame's: as
     steady, but further from the style (docs/benchmarks/video.md).
 
-    The blend works on a grid ``scale`` times the frame's size: the carried difference is a low-pass image (at
-    ``strength`` 1, under 15% of it passes above half the frame's Nyquist frequency), which a half-size grid holds at
-    a quarter of the warp's and the filter's cost.
+    The blend works on a grid ``scale`` times the frame's size. The carried difference is a low-pass image (at
+    ``strength`` 1, under 15% of it passes above half the frame's Nyquist frequency), so a half-size grid holds most
+    of it at a quarter of the warp's and the filter's cost; what it drops makes the result a little less steady
+    (docs/benchmarks/video.md).
     """
 
     def __init__(self, strength: float, tolerance: float, scale: float = 1.0) -> None:
@@ -243,7 +244,7 @@ class FlowBlend:
         blended result, (3, H, W)."""
         import cv2
 
-        current = stylized.cpu().permute(1, 2, 0).contiguous().numpy()  # (H, W, 3): OpenCV's layout; torch copies faster
+        current = stylized.cpu().permute(1, 2, 0).contiguous().numpy()  # (H, W, 3), OpenCV's layout: torch's copy is faster than numpy's
         height, width = current.shape[:2]
         grid = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
         whole = grid == (height, width)
