@@ -220,7 +220,7 @@ class FlowBlend:
     previous output ``P`` where the motion is trusted: it minimises ``w^2 |u - P|^2 + |laplacian(u - S)|^2``, whose
     solution is ``u = S + w^2 / (w^2 + k^4) (P - S)`` at spatial frequency ``k``. That low-pass filter is applied as
     ``2 G - G G`` with ``G`` a Gaussian blur (:func:`low_pass`: its response is within 0.05 of the exact one at every
-    frequency, at a fraction of an FFT's cost, and reflects at the borders instead of wrapping). Keeping the gradients
+    frequency, cheaper than an FFT, and reflects at the borders instead of wrapping). Keeping the gradients
     instead (Bonneel et al.'s ``w / (w + k^2)``) averages more of the strokes' band with the previous frame's: as
     steady, but further from the style (docs/benchmarks/video.md).
 
