@@ -279,7 +279,8 @@ def batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     map's own layout and dtype instead of two over a float32 copy, as exact as the statistics the fused norm computes
     for itself (:func:`instance_norm_channels_last`). Maps of fewer than :data:`WIDE_CHANNELS` channels take
     :func:`channel_statistics`: the kernel splits its work by channel, and a few channels leave cores idle."""
-    if torch.compiler.is_compiling() or x.shape[1] < WIDE_CHANNELS:  # dynamo cannot trace the running buffers
+    # dynamo cannot trace the running buffers
+    if torch.compiler.is_compiling() or x.shape[1] < WIDE_CHANNELS:
         return channel_statistics(x)
     batch, channels, height, width = x.shape
     mean = torch.zeros(batch, channels, dtype=torch.float32, device=x.device)
