@@ -382,7 +382,7 @@ class Stylizer:
             return transcode(
                 source, target, processor, video, batch_size=batch_size or (8 if self.engine.device.type == "cuda" else 4),
                 overwrite=options.overwrite, fingerprint=fingerprint, on_progress=on_progress,
-                check_frames=lambda height, width: check_size(height, width, what="video frames are"),
+                check_frames=processor.check_frames,
             )  # fmt: skip
         finally:
             if bar is not None:

@@ -95,8 +95,6 @@ def stylize(
     Returns each image's ``(3, H, W)`` float32 CPU result with ``preserve_color`` and ``strength`` applied.
     ``statistics`` replaces the images' own instance-norm statistics (video frames, :mod:`stylize.temporal`).
     """
-    for image in pixels:  # video frames come here without a photo's checks
-        check_size(image.shape[1], image.shape[2])
     if callable(weights):
         weights = weights(pixels)
     stacked = stack_padded(pixels, engine.device)  # (B, 3, Hp, Wp) uint8 on the engine's device

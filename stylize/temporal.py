@@ -15,9 +15,9 @@ the whole frame's tone, and strokes are redrawn from scratch each frame. Two rem
 - :class:`FlowBlend` carries the previous stylized frame, warped along the motion between the *input* frames, into
   the new one in the gradient domain (after Bonneel et al., "Blind video temporal consistency", 2015): the result
   keeps the new frame's second derivatives, its strokes, and takes the rest of the difference to the warped previous
-  frame, a screened solve applied as a low-pass filter. Pixels where the warped previous input does not match the current one
-  (occlusions, failed motion) are not carried over. A plain blend of the two frames, measured too, smears the
-  strokes (the style loss rose 1.5x for half the flicker; scripts/bench_video.py).
+  frame, a screened solve applied as a low-pass filter. Pixels where the warped previous input does not match the
+  current one (occlusions, failed motion) are not carried over. A plain blend of the two frames, measured too,
+  smears the strokes (the style loss rose 1.5x for half the flicker; scripts/bench_video.py).
 
 Both take the motion from :class:`Motion` (OpenCV's DIS optical flow between consecutive input frames). A scene cut
 (the small grey thumbnails of two frames differ by more than ``scene_cut``) restarts everything. All state is saved
@@ -295,14 +295,22 @@ class FrameStylizer:
     def __post_init__(self) -> None:
         temporal = self.temporal
         self.statistics = TemporalStatistics(temporal.momentum) if temporal and temporal.momentum > 0 else None
-        blends = temporal is not None and temporal.flow_strength > 0
-        self.blend = FlowBlend(temporal.flow_strength, temporal.flow_tolerance, temporal.blend_scale) if blends else None  # type: ignore[union-attr]
+        self.blend = (
+            FlowBlend(temporal.flow_strength, temporal.flow_tolerance, temporal.blend_scale)
+            if temporal is not None and temporal.flow_strength > 0
+            else None
+        )
         self.lock = PhaseLock() if temporal and temporal.phase_lock else None
         self.motion = Motion() if self.blend is not None or self.lock is not None else None
         self.previous_thumbnail: torch.Tensor | None = None
 
+    @staticmethod
+    def check_frames(height: int, width: int) -> None:
+        """Refuse frames the network cannot take, by their own size (the phase lock pads them before the network)."""
+        check_size(height, width, what="video frames are")
+
     def __call__(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
-        check_size(*frames[0].shape[1:], what="video frames are")  # before the phase lock pads them
+        self.check_frames(*frames[0].shape[1:])
         if self.temporal is None:
             results = pipeline.stylize(self.engine, frames, self.weights, self.options)
             return [quantize(result).permute(2, 0, 1) for result in results]  # (3, H, W) views of (H, W, 3) uint8
