@@ -263,3 +263,22 @@ def test_frames_too_small_for_optical_flow_are_stylized_without_it(stylizer):
     processor = FrameStylizer(stylizer.engine, stylizer.style_weights(), ApplyOptions(), TemporalOptions())
     out = processor(frames[:3]) + processor(frames[3:])
     assert [tuple(frame.shape) for frame in out] == [(3, 8, 10)] * 5
+
+
+def test_motion_is_estimated_on_frames_of_up_to_720p_at_their_own_size():
+    """A half-size flow's errors, scaled up, cost HD frames style and steadiness: 720p frames get a full-size flow,
+    larger ones a flow on a copy of 1280 pixels' width that reports motion in the frame's pixels."""
+    from stylize.temporal import Motion, grey
+
+    rng = np.random.default_rng(5)
+    coarse = torch.from_numpy(rng.random((1, 3, 27, 48))).float()
+    scene = torch.nn.functional.interpolate(coarse, size=(1080, 1940), mode="bicubic", align_corners=False).clamp(0, 1)[0]
+    scene = (scene * 255).to(torch.uint8)
+    for height, width, step in ((720, 1280, 3), (1080, 1920, 6)):
+        frames = [scene[:, :height, t : t + width].contiguous() for t in (0, step)]  # the content moves left
+        lumas = [grey(frame) for frame in frames]
+        assert tuple(lumas[0].shape) == (720, 1280)
+        motion = Motion()
+        motion(lumas[0], (height, width), cut=True)
+        shift_x, shift_y = motion(lumas[1], (height, width), cut=False).content_shift()
+        assert abs(shift_x + step) < 0.3 and abs(shift_y) < 0.3, (shift_x, shift_y)
