@@ -122,10 +122,11 @@ class Flow:
 
     def content_shift(self) -> tuple[float, float]:
         """How far the picture as a whole moved since the previous frame, ``(x, y)`` in frame pixels (the median
-        motion, of every other pixel each way: a pan or a shaking hand, not a moving subject)."""
+        motion of a grid of about 320 pixels' width: a pan or a shaking hand, not a moving subject)."""
         height, width = self.size
         h, w = self.field.shape[:2]
-        median = np.median(self.field[::2, ::2].reshape(-1, 2), axis=0)
+        step = max(1, round(max(h, w) / 320))
+        median = np.median(self.field[::step, ::step].reshape(-1, 2), axis=0)
         return -float(median[0]) * width / w, -float(median[1]) * height / h
 
     def warp(self, previous: np.ndarray) -> np.ndarray:
