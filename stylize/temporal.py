@@ -122,10 +122,10 @@ class Flow:
 
     def content_shift(self) -> tuple[float, float]:
         """How far the picture as a whole moved since the previous frame, ``(x, y)`` in frame pixels (the median
-        motion of a grid of about 320 pixels' width: a pan or a shaking hand, not a moving subject)."""
+        motion, of every other pixel each way or sparser on large flows: a pan or a shaking hand, not a moving subject)."""
         height, width = self.size
         h, w = self.field.shape[:2]
-        step = max(1, round(max(h, w) / 320))
+        step = max(2, max(h, w) // 320)
         median = np.median(self.field[::step, ::step].reshape(-1, 2), axis=0)
         return -float(median[0]) * width / w, -float(median[1]) * height / h
 
