@@ -25,6 +25,7 @@ Downloads nothing::
 
     python scripts/bench_video.py --st-lite-path /tmp/wheels/st [--frames 48] [--rounds 3] [--quick]
     python scripts/bench_video.py --only quality --defaults-only --set flow_strength=1.4   # a sweep's point
+    python scripts/bench_video.py --only quality --defaults-only --size 720 1280 --frames 32 --flow-side 640
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import stylize.temporal  # noqa: E402
 from stylize.api import Stylizer  # noqa: E402
 from stylize.config import ApplyOptions, LossConfig, TemporalOptions  # noqa: E402
 from stylize.decoding import to_float  # noqa: E402
@@ -250,6 +252,8 @@ def main() -> int:
     parser.add_argument("--only", choices=("quality", "speed"), help="run one half of the benchmark")
     parser.add_argument("--defaults-only", action="store_true", help="quality: per-frame and the default, not each part")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="quality: change the default's TemporalOptions")
+    parser.add_argument("--flow-side", type=int, help="quality: longest side the motion is estimated at (stylize.temporal.FLOW_SIDE)")
+    parser.add_argument("--flow-preset", choices=("ULTRAFAST", "FAST", "MEDIUM"), help="quality: DIS optical flow preset")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -263,6 +267,10 @@ def main() -> int:
 def quality(args: argparse.Namespace) -> list[str]:
     """Prints the quality table; returns the targets missed."""
     torch.manual_seed(0)
+    if args.flow_side:
+        stylize.temporal.FLOW_SIDE = args.flow_side
+    if args.flow_preset:
+        stylize.temporal.FLOW_PRESET = args.flow_preset
     clip, matrices, cuts = motion_clip(tuple(args.size), args.frames)
     stylizer = Stylizer.load("arbitrary", device="cpu", precision="fp32", compile="never")
     default = TemporalOptions(**dict(parse_setting(item) for item in args.set))

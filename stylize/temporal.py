@@ -46,6 +46,8 @@ THUMBNAIL = 32
 #: Longest side at which motion is estimated (the flow is scaled up to larger frames). Up to 720p the flow runs at the
 #: frame's own size: a half-size flow's errors, doubled, cost HD frames style and steadiness; above it, time grows faster.
 FLOW_SIDE = 1280
+#: OpenCV's DIS optical flow preset: the finer ones cost more at HD for little steadiness (docs/benchmarks/video.md).
+FLOW_PRESET = "ULTRAFAST"
 #: DIS optical flow refuses frames with neither side this long.
 FLOW_MIN_SIDE = 12
 #: OpenCV's remap addresses pixels with 16-bit integers: frames with a side this long or longer warp with torch.
@@ -174,7 +176,7 @@ class Motion:
     def __init__(self) -> None:
         import cv2  # the video extra brings it: pip install 'stylize[video]'
 
-        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self.flow = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{FLOW_PRESET}"))
         self.previous: torch.Tensor | None = None  # (h, w) uint8 grey of the previous frame
 
     def __call__(self, luma: torch.Tensor, size: tuple[int, int], cut: bool) -> Flow | None:
