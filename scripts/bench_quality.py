@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -222,6 +223,7 @@ def main() -> int:
     parser.add_argument("--lbfgs-steps", type=int, default=100, help="L-BFGS iterations of per-image optimisation")
     parser.add_argument("--out", type=Path, default=ROOT / ".bench/quality", help="strips, quality.json, training runs")
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench/quality-cache", help="per-image optimisation cache")
+    parser.add_argument("--train-args", default="", help="more `stylize train` flags for every variant, e.g. \"--lr 3e-3\" (a sweep)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 5 L-BFGS steps, 1 photo, steps 2,4")
     args = parser.parse_args()
     for name in ("painting", "photos", "out", "cache"):  # training runs in ROOT: relative paths must not move
@@ -230,6 +232,7 @@ def main() -> int:
     common = COMMON_TRAIN_ARGS
     if args.quick:
         args.size, args.lbfgs_steps, args.held_out, args.steps, common = 64, 5, 1, "2,4", QUICK_TRAIN_ARGS
+    common = (*common, *shlex.split(args.train_args))
     steps = sorted({int(s) for s in args.steps.split(",") if s.strip()})
     keys = [] if args.variants.strip() in ("", "none") else [k.strip() for k in args.variants.split(",")]
     for key in keys:

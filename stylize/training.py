@@ -240,7 +240,7 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
     if launch.is_main:  # what a killed run of this model left: a half-written checkpoint or model file
         remove_stale_temporaries_of(out)
         remove_stale_temporaries_of(ckpt_path)
-    start, trainable, iterations = recipe(config)
+    start, trainable, iterations, lr = recipe(config)
     generator.to(device=device, memory_format=torch.channels_last)
     parameters = trainable_parameters(generator, first_new, norms_only=trainable == "norms")
 
@@ -249,7 +249,7 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
     loss_fn.set_styles([image.to(device) for _, image in styles])  # fp32 targets, once per style
 
     autocast = autocast_dtype(config.precision, device)
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     total_steps = iterations
     if config.epochs is not None:
@@ -276,6 +276,7 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
         "start": start,
         "trainable": trainable,
         "iterations": iterations,
+        "lr": lr,
         "style": [Path(spec).name for spec in config.style],  # names, never this machine's paths
         "precision_used": str(autocast).removeprefix("torch.") if autocast else "float32",
         "world_size": launch.world_size,
@@ -349,7 +350,7 @@ def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[i
 
 def plan_text(run: _Run, step_seconds: float | None) -> str:
     """One line saying what the run will do, and how long it should take here."""
-    start, trainable, _ = recipe(run.config)
+    start, trainable, _, _ = recipe(run.config)
     begin = {"predicted": "the predicted style", "random": "random weights", "from": f"{Path(run.config.from_model or '').name}"}[start]
     steps = run.total_steps - run.start_step
     text = (

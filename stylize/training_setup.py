@@ -52,7 +52,7 @@ def check_config(config: TrainConfig) -> None:
         )
     if config.image_size < 32 or config.image_size % 4:
         raise StylizeError(f"`image_size` must be a multiple of 4 and at least 32, got {config.image_size}", "try 256")
-    for name, value in (("lr", config.lr), ("workers", config.workers + 1), ("preview_every", config.preview_every + 1)):
+    for name, value in (("lr", recipe(config)[3]), ("workers", config.workers + 1), ("preview_every", config.preview_every + 1)):
         if value <= 0:
             raise StylizeError(f"{name} must be {'positive' if name == 'lr' else 'zero or more'}", f"check {name}")
     layers = (config.loss.content_layer, *config.loss.style_layers)
@@ -80,14 +80,19 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt")
 
 
-def recipe(config: TrainConfig) -> tuple[str, str, int]:
-    """``(start, trainable, iterations)`` of a run: start is "from" (a from_model given), "predicted" or "random"; unset
-    fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`)."""
+def recipe(config: TrainConfig) -> tuple[str, str, int, float]:
+    """``(start, trainable, iterations, lr)`` of a run: start is "from" (a from_model given), "predicted" or "random";
+    unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`)."""
     start = "from" if config.from_model is not None else config.init
-    trainable, iterations = TRAIN_RECIPES[start]
+    trainable, iterations, lr = TRAIN_RECIPES[start]
     if start != "random":
         iterations *= max(1, len(config.style))
-    return start, config.trainable or trainable, config.iterations if config.iterations is not None else iterations
+    return (
+        start,
+        config.trainable or trainable,
+        config.iterations if config.iterations is not None else iterations,
+        config.lr if config.lr is not None else lr,
+    )
 
 
 def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Generator, list[str], int]:
