@@ -262,17 +262,17 @@ def parse_extensions(extensions: str | tuple[str, ...] | None) -> tuple[str, ...
     return parsed
 
 
-#: What each ``init`` trains by default: (trainable, iterations, Adam learning rate). "random" is Johnson et al.'s recipe;
-#: "predicted" is the best model about 10 minutes of a 2-core laptop CPU make: every layer trains (after 300 steps that
-#: beats the norm rows alone after 1,000), at a quarter of Johnson et al.'s rate, which keeps more of the photo and
-#: reaches the style sooner from a trained network (docs/benchmarks/quality.md); "from" (a from_model given) trains
-#: only the new styles' norm rows, Dumoulin et al.'s recipe. The steps of "predicted" and "from" are per painting: each
-#: painting's style is learnt from the photos drawn for it.
-TRAIN_RECIPES: dict[str, tuple[str, int, float]] = {
-    "random": ("all", 40_000, 1e-3),
-    "predicted": ("all", 500, 2.5e-4),
-    "from": ("norms", 500, 1e-3),
-}
+#: What each ``init`` trains by default: (trainable, iterations). "random" is Johnson et al.'s recipe; "predicted" is the
+#: best model about 10 minutes of a 2-core laptop CPU make: every layer trains (after 300 steps that beats the norm rows
+#: alone after 1,000; docs/benchmarks/quality.md); "from" (a from_model given) trains only the new styles' norm rows,
+#: Dumoulin et al.'s recipe. The steps of "predicted" and "from" are per painting: each painting's style is learnt from
+#: the photos drawn for it.
+TRAIN_RECIPES: dict[str, tuple[str, int]] = {"random": ("all", 40_000), "predicted": ("all", 500), "from": ("norms", 500)}
+#: Adam's learning rate when ``lr`` is None: Johnson et al.'s, except when every layer of an already trained network
+#: trains (a predicted or from_model start): a quarter of it keeps more of the photo and reaches the style sooner there
+#: (docs/benchmarks/quality.md).
+LEARNING_RATE = 1e-3
+FINE_TUNING_RATE = 2.5e-4
 INITS = ("predicted", "random")
 
 #: VGG16 layers the style loss uses by default (Johnson et al.): one per resolution, coarse to fine textures.
@@ -341,7 +341,7 @@ class TrainConfig:
     batch_size: int = 4
     # Side of the square training crops in pixels.
     image_size: int = 256
-    # Adam learning rate. None: the init's recipe (TRAIN_RECIPES).
+    # Adam learning rate. None: LEARNING_RATE, or FINE_TUNING_RATE when every layer of a trained network trains.
     lr: float | None = None
     # Generator size for init "random": a key of ARCHITECTURES ("johnson", "small", "dumoulin").
     arch: str = "johnson"

@@ -15,7 +15,7 @@ from torch import nn
 
 from stylize.catalog import find_model
 from stylize.compilation import COMPILE_MODES
-from stylize.config import ARCHITECTURES, INITS, TRAIN_RECIPES, TrainConfig
+from stylize.config import ARCHITECTURES, FINE_TUNING_RATE, INITS, LEARNING_RATE, TRAIN_RECIPES, TrainConfig
 from stylize.devices import PRECISIONS, resolve_device
 from stylize.distributed import Launch
 from stylize.errors import StylizeError
@@ -82,17 +82,16 @@ def checkpoint_path(out: Path) -> Path:
 
 def recipe(config: TrainConfig) -> tuple[str, str, int, float]:
     """``(start, trainable, iterations, lr)`` of a run: start is "from" (a from_model given), "predicted" or "random";
-    unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`)."""
+    unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`) and rate."""
     start = "from" if config.from_model is not None else config.init
-    trainable, iterations, lr = TRAIN_RECIPES[start]
+    trainable, iterations = TRAIN_RECIPES[start]
+    trainable = config.trainable or trainable
     if start != "random":
         iterations *= max(1, len(config.style))
-    return (
-        start,
-        config.trainable or trainable,
-        config.iterations if config.iterations is not None else iterations,
-        config.lr if config.lr is not None else lr,
-    )
+    if config.iterations is not None:
+        iterations = config.iterations
+    lr = FINE_TUNING_RATE if start != "random" and trainable == "all" else LEARNING_RATE
+    return start, trainable, iterations, config.lr if config.lr is not None else lr
 
 
 def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Generator, list[str], int]:

@@ -324,7 +324,7 @@ def test_cli_train_flags_are_the_config_fields() -> None:
         for item in dataclasses.fields(cls):
             if item.name not in ("loss", "from_model"):
                 assert "--" + item.name.replace("_", "-") in text, item.name
-    assert "--from" in text and "Adam learning rate. None: the init's recipe" in " ".join(text.split()) and "[default: 256]" in " ".join(text.split())
+    assert "--from" in text and "Adam learning rate. None: LEARNING_RATE" in " ".join(text.split()) and "[default: 256]" in " ".join(text.split())
 
 
 def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: Path) -> None:
@@ -400,7 +400,9 @@ def test_predicted_init_trains_every_layer_by_default_and_only_the_norm_rows_whe
     default = train(tiny_config(data, tmp_path / "a.safetensors", init="predicted", iterations=2))
     assert not torch.equal(weights(default)["head.conv.weight"], before["head.conv.weight"])
     assert load_model(default).training["start"] == "predicted" and load_model(default).training["trainable"] == "all"
-    assert load_model(default).training["lr"] == 2.5e-4  # the recipe's rate for a trained start
+    assert load_model(default).training["lr"] == 2.5e-4  # every layer of a trained network: the fine-tuning rate
+    norms = train(tiny_config(data, tmp_path / "r.safetensors", init="predicted", trainable="norms", iterations=1))
+    assert load_model(norms).training["lr"] == 1e-3
     out = train(tiny_config(data, tmp_path / "n.safetensors", init="predicted", trainable="norms", iterations=2, lr=1e-2))
     assert load_model(out).training["lr"] == 1e-2
     after = weights(out)
