@@ -350,12 +350,12 @@ def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[i
 
 def plan_text(run: _Run, step_seconds: float | None) -> str:
     """One line saying what the run will do, and how long it should take here."""
-    start, trainable, _, _ = recipe(run.config)
-    begin = {"predicted": "the predicted style", "random": "random weights", "from": f"{Path(run.config.from_model or '').name}"}[start]
+    plan = recipe(run.config)
+    begin = {"predicted": "the predicted style", "random": "random weights", "from": f"{Path(run.config.from_model or '').name}"}[plan.start]
     steps = run.total_steps - run.start_step
     text = (
         f"plan: {steps} steps of {run.config.batch_size} crops of {run.config.image_size} px from {len(run.photos)} photos, "
-        f"starting from {begin}, training {'the norm parameters' if trainable == 'norms' else 'every layer'}"
+        f"starting from {begin}, training {'the norm parameters' if plan.trainable == 'norms' else 'every layer'}"
     )
     if step_seconds is not None:
         text += f"; about {_duration(steps * step_seconds)} on this machine ({step_seconds:.2f} s a step)"

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -41,7 +42,8 @@ def check_config(config: TrainConfig) -> None:
         raise StylizeError(f"unknown precision {config.precision!r}", f"use `precision` {', '.join(PRECISIONS)}")
     if config.compile not in COMPILE_MODES:
         raise StylizeError(f"unknown compile mode {config.compile!r}", f"use `compile` {', '.join(COMPILE_MODES)}")
-    positive = {"iterations": recipe(config)[2], "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
+    plan = recipe(config)
+    positive = {"iterations": plan.iterations, "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
     positive["log_every"] = config.log_every
     for name, value in positive.items():
         if value < 1:
@@ -52,7 +54,7 @@ def check_config(config: TrainConfig) -> None:
         )
     if config.image_size < 32 or config.image_size % 4:
         raise StylizeError(f"`image_size` must be a multiple of 4 and at least 32, got {config.image_size}", "try 256")
-    for name, value in (("lr", recipe(config)[3]), ("workers", config.workers + 1), ("preview_every", config.preview_every + 1)):
+    for name, value in (("lr", plan.lr), ("workers", config.workers + 1), ("preview_every", config.preview_every + 1)):
         if value <= 0:
             raise StylizeError(f"{name} must be {'positive' if name == 'lr' else 'zero or more'}", f"check {name}")
     layers = (config.loss.content_layer, *config.loss.style_layers)
@@ -80,9 +82,19 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt")
 
 
-def recipe(config: TrainConfig) -> tuple[str, str, int, float]:
-    """``(start, trainable, iterations, lr)`` of a run: start is "from" (a from_model given), "predicted" or "random";
-    unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`) and rate."""
+class Recipe(NamedTuple):
+    """What a run does: ``start`` is "from" (a from_model given), "predicted" or "random"; ``trainable`` "all" or
+    "norms"; the optimiser steps and Adam's learning rate."""
+
+    start: str
+    trainable: str
+    iterations: int
+    lr: float
+
+
+def recipe(config: TrainConfig) -> Recipe:
+    """The run's :class:`Recipe`: unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`) and
+    rate."""
     start = "from" if config.from_model is not None else config.init
     trainable, iterations = TRAIN_RECIPES[start]
     trainable = config.trainable or trainable
@@ -91,14 +103,14 @@ def recipe(config: TrainConfig) -> tuple[str, str, int, float]:
     if config.iterations is not None:
         iterations = config.iterations
     lr = FINE_TUNING_RATE if start != "random" and trainable == "all" else LEARNING_RATE
-    return start, trainable, iterations, config.lr if config.lr is not None else lr
+    return Recipe(start, trainable, iterations, config.lr if config.lr is not None else lr)
 
 
 def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Generator, list[str], int]:
     """The generator a run starts from: fresh weights, the arbitrary-style network with each painting's predicted norm
     rows, or ``from_model`` with new rows appended. Returns it, all style names, and the index of the first new style.
     """
-    start = recipe(config)[0]
+    start = recipe(config).start
     if start == "random":
         generator = Generator(ARCHITECTURES[config.arch].with_styles(len(style_names)))
         return generator, list(style_names), 0
