@@ -28,14 +28,19 @@ def stylizer() -> Stylizer:
     return Stylizer.load("multistyle26", device="cpu", precision="fp32", compile="never")
 
 
+def smooth_picture(rng: np.random.Generator, coarse: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """A photo-like ``(3, H, W)`` float picture in ``[0, 1]``: ``coarse`` random colours from ``rng``, enlarged
+    bicubically to ``size``."""
+    grid = torch.from_numpy(rng.random((1, 3, *coarse))).float()
+    return torch.nn.functional.interpolate(grid, size=size, mode="bicubic", align_corners=False).clamp(0, 1)[0]
+
+
 def moving_clip(path: Path, frames: int = 18, cut_at: int | None = None) -> Path:
     """A textured picture panning 1 pixel a frame (and another picture from ``cut_at`` on): known motion."""
     import av
 
-    rng = np.random.default_rng(0)
-    coarse = torch.from_numpy(rng.random((1, 3, 10, 15))).float()
-    smooth = torch.nn.functional.interpolate(coarse, size=(80, 120), mode="bicubic", align_corners=False).clamp(0, 1)  # photo-like
-    base = (smooth[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    smooth = smooth_picture(np.random.default_rng(0), (10, 15), (80, 120))
+    base = (smooth.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     other = 255 - base
     container = av.open(str(path), "w")
     stream = container.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "10"})
@@ -165,9 +170,7 @@ def test_a_painting_style_works_on_video(tmp_path):
 def test_phase_lock_makes_a_panning_picture_keep_its_strokes(stylizer):
     """A picture panning 1 pixel a frame: per frame, the network draws other strokes at every shift that is not a
     multiple of 4; with the phase lock it draws the same strokes, moved."""
-    rng = np.random.default_rng(1)
-    coarse = torch.from_numpy(rng.random((1, 3, 12, 20))).float()
-    picture = (torch.nn.functional.interpolate(coarse, size=(64, 120), mode="bicubic", align_corners=False).clamp(0, 1)[0] * 255).to(torch.uint8)
+    picture = (smooth_picture(np.random.default_rng(1), (12, 20), (64, 120)) * 255).to(torch.uint8)
     frames = [picture[:, :, t : t + 96].contiguous() for t in range(9)]  # the content moves 1 pixel left a frame
 
     def flicker_of(temporal: TemporalOptions) -> float:
@@ -184,9 +187,7 @@ def test_frames_too_wide_for_opencv_warp_the_same_way(stylizer, monkeypatch):
     """OpenCV's remap takes no side of 32,767 pixels or more; such frames warp with torch, to the same result."""
     from stylize import temporal
 
-    rng = np.random.default_rng(2)
-    coarse = torch.from_numpy(rng.random((1, 3, 12, 20))).float()
-    picture = (torch.nn.functional.interpolate(coarse, size=(64, 120), mode="bicubic", align_corners=False).clamp(0, 1)[0] * 255).to(torch.uint8)
+    picture = (smooth_picture(np.random.default_rng(2), (12, 20), (64, 120)) * 255).to(torch.uint8)
     frames = [picture[:, :, 2 * t : 2 * t + 96].contiguous() for t in range(6)]
 
     def run() -> torch.Tensor:
@@ -203,9 +204,7 @@ def test_frames_too_wide_for_opencv_warp_the_same_way(stylizer, monkeypatch):
 
 def test_temporal_frames_stream_in_tiles_as_they_run_whole(stylizer):
     """Frames too large for memory go through in tiles; the temporal state (statistics included) gives the same frames."""
-    rng = np.random.default_rng(3)
-    coarse = torch.from_numpy(rng.random((1, 3, 12, 20))).float()
-    picture = (torch.nn.functional.interpolate(coarse, size=(64, 120), mode="bicubic", align_corners=False).clamp(0, 1)[0] * 255).to(torch.uint8)
+    picture = (smooth_picture(np.random.default_rng(3), (12, 20), (64, 120)) * 255).to(torch.uint8)
     frames = [picture[:, :, t : t + 96].contiguous() for t in range(6)]
 
     def run(tile: str, temporal: TemporalOptions | None) -> torch.Tensor:
@@ -241,8 +240,7 @@ def test_the_blend_carries_the_previous_frames_tone_on_any_grid(width, scale):
 
     rng = np.random.default_rng(4)
     height = width * 9 // 16
-    coarse = torch.from_numpy(rng.random((1, 3, 6, 10))).float()
-    picture = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)[0]
+    picture = smooth_picture(rng, (6, 10), (height, width))
     strokes = torch.from_numpy(rng.random((3, height, width), dtype=np.float32)) * 0.1  # pixel-sized detail
     frame = (picture * 255).to(torch.uint8)
     motion, blend = Motion(), FlowBlend(1.0, 0.08, scale)
@@ -270,10 +268,7 @@ def test_motion_is_estimated_on_frames_of_up_to_720p_at_their_own_size():
     larger ones a flow on a copy of 1280 pixels' width that reports motion in the frame's pixels."""
     from stylize.temporal import Motion, grey
 
-    rng = np.random.default_rng(5)
-    coarse = torch.from_numpy(rng.random((1, 3, 27, 48))).float()
-    scene = torch.nn.functional.interpolate(coarse, size=(1080, 1940), mode="bicubic", align_corners=False).clamp(0, 1)[0]
-    scene = (scene * 255).to(torch.uint8)
+    scene = (smooth_picture(np.random.default_rng(5), (27, 48), (1080, 1940)) * 255).to(torch.uint8)
     for height, width, step in ((720, 1280, 3), (1080, 1920, 6)):
         frames = [scene[:, :height, t : t + width].contiguous() for t in (0, step)]  # the content moves left
         lumas = [grey(frame) for frame in frames]
