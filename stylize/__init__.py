@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stylize.lazy import lazy_exports
+
 __version__ = "0.1.0"
 __all__ = ["ApplyOptions", "FolderOptions", "Stylizer", "StylizeError", "TrainConfig", "__version__", "prepare_process", "train"]
 
@@ -22,21 +24,14 @@ if TYPE_CHECKING:
     from stylize.runtime import prepare_process
     from stylize.training import train
 
-# Lazy, so that `import stylize` (and the CLI's start-up) does not pay for torch until it is needed.
-_LOCATIONS = {
-    "Stylizer": "stylize.api",
-    "StylizeError": "stylize.errors",
-    "ApplyOptions": "stylize.config",
-    "FolderOptions": "stylize.config",
-    "TrainConfig": "stylize.config",
-    "prepare_process": "stylize.runtime",
-    "train": "stylize.training",
-}
-
-
-def __getattr__(name: str):
-    if name in _LOCATIONS:
-        import importlib
-
-        return getattr(importlib.import_module(_LOCATIONS[name]), name)
-    raise AttributeError(f"module 'stylize' has no attribute {name!r}")
+# Lazy (stylize.lazy), so that `import stylize` and the CLI's start-up do not pay for torch until it is needed.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "api": ["Stylizer"],
+        "errors": ["StylizeError"],
+        "config": ["ApplyOptions", "FolderOptions", "TrainConfig"],
+        "runtime": ["prepare_process"],
+        "training": ["train"],
+    },
+)[0]

@@ -27,21 +27,13 @@ import torch
 from PIL import Image
 
 from stylize import pipeline, runtime, styles
-from stylize.catalog import find_model
-from stylize.compilation import check_compile_mode
 from stylize.config import ApplyOptions, FolderOptions, MixSpec, TemporalOptions, VideoOptions
 from stylize.devices import resolve_device, resolve_precision
-from stylize.encoding import output_format, quantize
-from stylize.engine import Engine
+from stylize.engine import Engine, check_compile_mode
 from stylize.errors import StylizeError
-from stylize.files import check_output, same_file
-from stylize.folder_run import FileRecord, FolderSummary, run_folder
-from stylize.folders import Job
-from stylize.modelfile import StyleModel, load_model, save_model
-from stylize.pipeline import StyleWeights
-from stylize.predictor import load_predictor, style_code
-from stylize.resources import bundled_path, sha256_of, user_models_dir
-from stylize.topology import check_size
+from stylize.io import bundled_path, check_output, find_model, output_format, quantize, same_file, sha256_of, user_models_dir
+from stylize.network import StyleModel, check_size, load_model, load_predictor, save_model, style_code
+from stylize.pipeline import FileRecord, FolderSummary, Job, StyleWeights, run_folder
 
 if TYPE_CHECKING:
     from stylize.video import VideoResult
@@ -287,10 +279,10 @@ class Stylizer:
         """Stylize every image under ``source_dir`` into ``out_dir`` (the tree mirrored), as ``stylize apply DIR OUTDIR``.
 
         Resumable (existing outputs are skipped unless ``overwrite``) and failure-tolerant (a bad file is recorded and
-        the run goes on): see :mod:`stylize.folder_run`. ``progress=True`` draws a ``tqdm.auto`` bar (a notebook widget
+        the run goes on): see :mod:`stylize.pipeline.folder_run`. ``progress=True`` draws a ``tqdm.auto`` bar (a notebook widget
         in Jupyter); ``on_progress(total, record)`` is called per file instead if given. ``report`` writes the JSON
         report. Videos in the folder go through :meth:`apply_video` with ``temporal`` and ``video``. Returns the
-        :class:`~stylize.folder_run.FolderSummary` the CLI prints.
+        :class:`~stylize.pipeline.folder_run.FolderSummary` the CLI prints.
         """
         options = _options(FolderOptions, options, settings)
         weights, options, description = self.resolve(options)  # bad styles fail before any work
@@ -338,13 +330,13 @@ class Stylizer:
         """Stylize every frame of the video ``source`` into ``target``, with its sound, subtitles and timestamps kept.
 
         Frames run through the same pipeline as photos (every apply setting works; ``max_size`` scales frames on
-        decode). ``temporal`` keeps frames stable from one to the next (:mod:`stylize.temporal`; True: the default
+        decode). ``temporal`` keeps frames stable from one to the next (:mod:`stylize.pipeline.temporal`; True: the default
         :class:`~stylize.config.TemporalOptions`, False: each frame on its own). ``video`` chooses codec, quality and
         container (:class:`~stylize.config.VideoOptions`). The output appears only when complete; a run that stops is
         resumed by the same call (:func:`stylize.video.transcode`). ``progress=True`` draws a ``tqdm.auto`` bar;
         ``on_progress(done_frames, total_frames)`` is called instead if given.
         """
-        from stylize.temporal import FrameStylizer
+        from stylize.pipeline import FrameStylizer
         from stylize.video import transcode
 
         options = _options(ApplyOptions, options, settings)

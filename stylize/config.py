@@ -20,7 +20,7 @@ UpsampleMode = Literal["nearest", "transposed"]
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Sizes and choices of a Johnson-style residual generator (see :class:`stylize.network.Generator`)."""
+    """Sizes and choices of a Johnson-style residual generator (see :class:`stylize.network.generator.Generator`)."""
 
     # Widths of the 9x9 input conv and the two stride-2 convs; the last is also the residual blocks' width.
     encoder_channels: tuple[int, int, int] = (32, 64, 128)
@@ -195,7 +195,7 @@ class FolderOptions(ApplyOptions):
     # Extensions to convert, lower case without dots; "jpg, .PNG" is accepted.
     extensions: tuple[str, ...] | str = DEFAULT_EXTENSIONS
     # Images of equal padded size run through the network together; None: 4 on the CPU, 8 on CUDA (then capped per
-    # batch by the pixel budget, see stylize.folder_run).
+    # batch by the pixel budget, see stylize.pipeline.folder_run).
     batch_size: int | None = None
     # Decoding processes; None: half the CPUs (at most 8); 0 decodes in the main process.
     workers: int | None = None
@@ -282,7 +282,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights and layers of the perceptual loss (see :class:`stylize.losses.PerceptualLoss`).
+    """Weights and layers of the perceptual loss (see :class:`stylize.training.losses.PerceptualLoss`).
 
     The weights are Johnson et al.'s for the same loss network (Caffe VGG16, 0-255 BGR input), the same Gram
     normalisation (C*H*W) and mean-squared errors, so the paper recipe reproduces their balance.
@@ -375,7 +375,7 @@ class TrainConfig:
     # The loss weights and layers.
     loss: LossConfig = LossConfig()
 
-    # Values are checked by stylize.training_setup.check_config, which raises StylizeError with a hint for each.
+    # Values are checked by stylize.training.setup.check_config, which raises StylizeError with a hint for each.
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -383,7 +383,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """How images too large for memory are streamed through the network (see :mod:`stylize.tiling`)."""
+    """How images too large for memory are streamed through the network (see :mod:`stylize.engine.tiling`)."""
 
     # Side in pixels of a tile, measured in each layer's output: 512 keeps per-tile overhead low and the strip buffers near 0.5 GB at 8000 px wide.
     tile: int = 512
@@ -399,7 +399,7 @@ class TilingConfig:
 
 @dataclass(frozen=True)
 class PredictorConfig:
-    """Sizes of the style predictor (see :class:`stylize.predictor.StylePredictor`): Magenta's MobileNetV2 followed by
+    """Sizes of the style predictor (see :class:`stylize.network.predictor.StylePredictor`): Magenta's MobileNetV2 followed by
     a linear bottleneck to the style embedding (Ghiasi et al., 2017). Stored in the predictor file, so loading rebuilds
     the network from the file alone."""
 
@@ -447,15 +447,15 @@ class PredictorConfig:
 
 @dataclass(frozen=True)
 class TemporalOptions:
-    """How video frames are kept stable from one to the next (see :mod:`stylize.temporal`); measured by
-    scripts/bench_video.py."""
+    """How video frames are kept stable from one to the next (see :mod:`stylize.pipeline.temporal`); measured by
+    scripts/bench/bench_video.py."""
 
     # Weight of the past in each instance norm's running statistics (0: every frame by its own statistics).
     momentum: float = 0.9
     # How much of the previous stylized frame, warped along the input's motion, carries into each new one: the squared
     # spatial frequency (radians per pixel) at which half of the difference is carried (0: none; larger carries finer
     # detail too, steadier but softer strokes). 1.2 halves the flicker and keeps the style loss within 10% of per-frame
-    # stylization's (scripts/bench_video.py).
+    # stylization's (scripts/bench/bench_video.py).
     flow_strength: float = 1.2
     # Difference (0-1 scale) between a frame's grey copy and the previous one warped along the motion, above which a
     # pixel is not blended.

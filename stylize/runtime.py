@@ -16,7 +16,7 @@ Two defaults of the C runtime cost more than any layer of the network:
   default spin took 4.7 s against 0.40 s passive on the loaded shared machine). So :func:`prepare_process` looks at the
   machine first: when no other thread is runnable (``procs_running`` in ``/proc/stat``, the fewest of a few samples)
   GNU OpenMP (PyTorch's on Linux) spins ``GOMP_SPINCOUNT=10000`` times before it sleeps; otherwise, and on other
-  OpenMP runtimes, threads wait passively (``scripts/bench_spin.py`` measures all of it). A user's own
+  OpenMP runtimes, threads wait passively (docs/benchmarks/inference-cpu.md has the figures). A user's own
   ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins; all is set before the OpenMP runtime starts.
 
 Library users may call :func:`prepare_process` themselves before importing torch.

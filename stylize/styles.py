@@ -2,8 +2,8 @@
 
 A model with a table of styles (:attr:`StyleModel.embedding_size` 0) takes ``style`` (a name or index) or ``mix``
 (weights over names); the result is a ``(S,)`` weight vector over its norm-table rows. An arbitrary-style model
-(Ghiasi et al.) takes ``style_image``: each painting goes through the style predictor (:mod:`stylize.predictor`) and
-the weighted mean of their embeddings ``e`` becomes the style code ``[e, 1]`` (:func:`stylize.predictor.style_code`).
+(Ghiasi et al.) takes ``style_image``: each painting goes through the style predictor (:mod:`stylize.network.predictor`) and
+the weighted mean of their embeddings ``e`` becomes the style code ``[e, 1]`` (:func:`stylize.network.predictor.style_code`).
 
 Paintings are read like photos (any format, EXIF orientation, one-line errors) and must be at least
 :data:`MIN_PAINTING_SIDE` pixels a side. The predictor sees squares of 256 pixels: the painting is scaled so that its
@@ -25,12 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from stylize.config import MixSpec, PredictorConfig
-from stylize.decoding import open_image, pixels_of, to_float
 from stylize.errors import StylizeError
-from stylize.files import display_path
-from stylize.modelfile import StyleModel
-from stylize.network import Generator
-from stylize.predictor import StylePredictor, style_code
+from stylize.io import display_path, open_image, pixels_of, to_float
+from stylize.network import Generator, StyleModel, StylePredictor, style_code
 
 #: A painting spec: one path, several paths (equal weights), or paths with weights; "a.jpg:0.3" also gives a weight.
 PaintingSpec = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str | os.PathLike, float]
@@ -226,7 +223,7 @@ class PaintingEmbedder:
 
 
 def blended_codes(embedder: PaintingEmbedder, painting: torch.Tensor, strength: float):
-    """A :data:`stylize.pipeline.StyleWeights` function: per photo, the code of ``strength`` of the way from the photo's
+    """A :data:`stylize.pipeline.stages.StyleWeights` function: per photo, the code of ``strength`` of the way from the photo's
     own embedding to the painting's (Magenta's way of weakening a predicted style)."""
 
     def codes(pixels: list[torch.Tensor]) -> torch.Tensor:
@@ -250,7 +247,7 @@ def generator_for_codes(model: StyleModel, codes: torch.Tensor) -> Generator:
 def fixed_style_model(model: StyleModel, code: torch.Tensor, name: str, paintings: Mapping[str, float], source: str) -> StyleModel:
     """An ordinary one-style model for the style ``code`` of ``model`` (see :func:`generator_for_codes`); the file records
     the paintings by name and SHA-256, never by path."""
-    from stylize.resources import sha256_of
+    from stylize.io import sha256_of
 
     generator = generator_for_codes(model, code[None])
     return StyleModel(

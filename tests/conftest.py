@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stylize.config import GeneratorConfig
-from stylize.network import Generator
+from stylize.network.generator import Generator
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ relative to the folder) and says what must happen: :class:`Fails` (exit code and
 :class:`Succeeds` (the output file and a property it must have). ``tests/test_robustness.py`` runs every case and also
 checks what holds for all of them: no traceback, inputs unchanged, no partial output, no ``*.stylize-tmp`` left behind.
 Folder runs that report some files as failed and write the rest use :class:`FilesFail`, which says per case which
-files fail and which are written. ``scripts/robustness_table.py`` prints the table in ``docs/robustness.md`` from this
+files fail and which are written. ``scripts/bench/robustness_table.py`` prints the table in ``docs/robustness.md`` from this
 list, so the two cannot drift.
 """
 
@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from stylize.config import GeneratorConfig
-from stylize.modelfile import StyleModel, save_model
-from stylize.network import Generator
+from stylize.network.generator import Generator
+from stylize.network.modelfile import StyleModel, save_model
 
 # ------------------------------------------------------------------------------------------------------------- outcomes
 
@@ -96,7 +96,7 @@ class Interrupt:
     then: Callable[[Path], None]
     moment: str  # when the kill comes, for the table
     # Seconds the first run spends on each stylized image on top of the work (the test runner slows
-    # stylize.pipeline.stylize in that process), so that a kill lands between two images; 0: full speed.
+    # stylize.pipeline.stages.stylize in that process), so that a kill lands between two images; 0: full speed.
     seconds_per_image: float = 0.0
     # (path, bytes) of temporaries a kill during a write leaves; "{pid}" in a path is the killed process's id, as
     # write_atomic names its temporaries (.<name>.<pid>-<8 hex digits>.stylize-tmp).
@@ -382,7 +382,7 @@ def replaced_link_not_target(folder: Path) -> None:
 
 
 def loads_as_model(folder: Path) -> None:
-    from stylize.modelfile import load_model
+    from stylize.network.modelfile import load_model
 
     model = load_model(folder / "out.safetensors")
     assert model.styles == ["candy"] and model.provenance["converted_from"] == "candy.pth"
@@ -712,7 +712,7 @@ def training_inputs(folder: Path) -> None:
 
 
 def checkpoint_step(folder: Path) -> int:
-    from stylize.checkpoint import load_checkpoint
+    from stylize.training.checkpoint import load_checkpoint
 
     return int(load_checkpoint(folder / "m.ckpt")["step"])
 
@@ -724,7 +724,7 @@ def killed_mid_training(folder: Path) -> None:
 
 
 def trained_to_the_end(folder: Path) -> None:
-    from stylize.modelfile import load_model
+    from stylize.network.modelfile import load_model
 
     model = load_model(folder / "m.safetensors")
     assert model.styles == ["style"] and model.training["steps"] == TRAIN_STEPS, model.training

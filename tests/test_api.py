@@ -5,12 +5,12 @@ import torch
 from PIL import Image
 
 from stylize.api import Stylizer
-from stylize.blending import blend, luminance, preserve_color
 from stylize.config import GeneratorConfig
-from stylize.engine import Engine
+from stylize.engine.routing import Engine
 from stylize.errors import StylizeError
-from stylize.modelfile import StyleModel
-from stylize.network import Generator
+from stylize.network.generator import Generator
+from stylize.network.modelfile import StyleModel
+from stylize.pipeline.blending import blend, luminance, preserve_color
 
 CONFIG = GeneratorConfig(encoder_channels=(8, 8, 8), num_residual_blocks=1, decoder_channels=(8, 8), num_styles=3)
 

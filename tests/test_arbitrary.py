@@ -1,6 +1,6 @@
 """The arbitrary-style pair (Ghiasi et al.): the bundled transformer model and style predictor.
 
-Parity is checked offline against a golden pair written by scripts/import_arbitrary.py from the original ONNX graphs
+Parity is checked offline against a golden pair written by scripts/import/import_arbitrary.py from the original ONNX graphs
 with their activation quantization removed (onnxruntime, float32): a bundled painting -> embedding, and a photo crop
 plus that embedding -> stylized output.
 """
@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from stylize.config import PredictorConfig
 from stylize.errors import StylizeError
-from stylize.modelfile import load_model
-from stylize.predictor import StylePredictor, load_predictor, prepare_painting, save_predictor, style_code
-from stylize.resources import BUNDLED_SHA256, bundled_path, verify_file
+from stylize.io.resources import BUNDLED_SHA256, bundled_path, verify_file
+from stylize.network.modelfile import load_model
+from stylize.network.predictor import StylePredictor, load_predictor, prepare_painting, save_predictor, style_code
 
 GOLDEN = Path(__file__).parent / "data" / "arbitrary_golden.safetensors"
 MODEL = "models/arbitrary.safetensors"

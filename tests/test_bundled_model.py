@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stylize.catalog import DEFAULT_MODEL, find_model
 from stylize.errors import StylizeError
-from stylize.modelfile import load_model
-from stylize.resources import BUNDLED_SHA256, bundled_path, verify_file
+from stylize.io.catalog import DEFAULT_MODEL, find_model
+from stylize.io.resources import BUNDLED_SHA256, bundled_path, verify_file
+from stylize.network.modelfile import load_model
 
 GOLDEN = Path(__file__).parent / "data" / "multistyle26_golden.safetensors"
 

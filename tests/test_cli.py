@@ -15,8 +15,8 @@ from PIL import Image
 from stylize import __version__
 from stylize.config import GeneratorConfig
 from stylize.errors import StylizeError
-from stylize.modelfile import StyleModel, save_model
-from stylize.network import Generator
+from stylize.network.generator import Generator
+from stylize.network.modelfile import StyleModel, save_model
 from tests.conftest import REPO, invoke, make_photo, run_cli
 
 

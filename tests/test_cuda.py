@@ -15,16 +15,16 @@ import pytest
 import torch
 from PIL import Image
 
-from stylize import engine as engine_module
 from stylize.api import Stylizer
-from stylize.catalog import DEFAULT_MODEL, find_model
 from stylize.config import ARCHITECTURES, LossConfig, TrainConfig
-from stylize.engine import Engine
-from stylize.modelfile import load_model
-from stylize.network import Generator
-from stylize.precision import MAX_MEAN_ABS, MAX_P999, deviation
-from stylize.tiling import estimate_whole_bytes
-from stylize.training import train
+from stylize.engine import routing as engine_module
+from stylize.engine.precision import MAX_MEAN_ABS, MAX_P999, deviation
+from stylize.engine.routing import Engine
+from stylize.engine.tiling import estimate_whole_bytes
+from stylize.io.catalog import DEFAULT_MODEL, find_model
+from stylize.network.generator import Generator
+from stylize.network.modelfile import load_model
+from stylize.training.loop import train
 from tests.conftest import invoke, make_photo, run_cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

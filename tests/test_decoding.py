@@ -1,4 +1,4 @@
-"""Tests for stylize.decoding: every image is generated here with Pillow, in tmp_path."""
+"""Tests for stylize.io.decoding: every image is generated here with Pillow, in tmp_path."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from stylize import decoding
-from stylize.decoding import open_image, pixels_of, read_exif, to_float
 from stylize.errors import EXIT_BAD_INPUT, StylizeError, as_flags
+from stylize.io import decoding
+from stylize.io.decoding import open_image, pixels_of, read_exif, to_float
 from tests.conftest import noisy_picture as photo
 from tests.conftest import saved
 

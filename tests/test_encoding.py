@@ -1,4 +1,4 @@
-"""Tests for stylize.encoding: the network's result back into the photo's form, and a format's bytes."""
+"""Tests for stylize.io.encoding: the network's result back into the photo's form, and a format's bytes."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from stylize import encoding
 from stylize.api import Stylizer
-from stylize.decoding import open_image, pixels_of, to_float
-from stylize.encoding import OUTPUT_EXTENSIONS, encode_image, finish_image, output_format, quantize, tensor_to_image
 from stylize.errors import EXIT_FAILURE, StylizeError
-from stylize.files import write_atomic
+from stylize.io import encoding
+from stylize.io.decoding import open_image, pixels_of, to_float
+from stylize.io.encoding import OUTPUT_EXTENSIONS, encode_image, finish_image, output_format, quantize, tensor_to_image
+from stylize.io.files import write_atomic
 from tests.conftest import noisy_picture as photo
 from tests.conftest import saved
 from tests.robustness_corpus import tiny_model
@@ -222,7 +222,7 @@ def test_encoder_failure_is_a_clean_error_and_writes_nothing(tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise OSError("encoder exploded")
 
-    if fmt == "PNG":  # every PNG goes through stylize.png
+    if fmt == "PNG":  # every PNG goes through stylize.io.png
         monkeypatch.setattr(encoding, "encode_png", broken)
     else:
         monkeypatch.setattr(Image.Image, "save", broken)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from stylize.config import GeneratorConfig
-from stylize.export import MAX_ABS_ERROR, export_onnx
-from stylize.modelfile import StyleModel, save_model
+from stylize.engine.export import MAX_ABS_ERROR, export_onnx
+from stylize.network.modelfile import StyleModel, save_model
 from tests.conftest import randomized_generator, run_cli
 
 pytest.importorskip("onnx")

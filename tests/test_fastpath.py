@@ -5,11 +5,11 @@ import time
 import pytest
 import torch
 
-from stylize import compilation
 from stylize.config import GeneratorConfig
-from stylize.engine import Engine
-from stylize.fastpath import PreparedGenerator
-from stylize.network import Generator
+from stylize.engine import compilation
+from stylize.engine.fastpath import PreparedGenerator
+from stylize.engine.routing import Engine
+from stylize.network.generator import Generator
 from tests.conftest import randomized_generator
 
 SMALL = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=2, decoder_channels=(8, 8), num_styles=3)
@@ -100,7 +100,7 @@ def test_unknown_compile_mode_is_refused():
 
 
 def recording_compile(calls: list, seconds: float = 0.0):
-    """A stand-in for stylize.compilation.compile_function: the eager function, recording each call's input shape
+    """A stand-in for stylize.engine.compilation.compile_function: the eager function, recording each call's input shape
     (and taking ``seconds`` longer)."""
 
     def compile_function(function, cuda_graphs=False):
@@ -115,7 +115,7 @@ def recording_compile(calls: list, seconds: float = 0.0):
 
 
 def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch):
-    import stylize.engine as engine_module
+    import stylize.engine.routing as engine_module
 
     compiled_calls: list = []
     monkeypatch.setattr(engine_module, "compile_function", recording_compile(compiled_calls))
@@ -135,7 +135,7 @@ def test_auto_compile_waits_until_eager_time_would_have_paid_for_it(monkeypatch)
 
 
 def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch):
-    import stylize.engine as engine_module
+    import stylize.engine.routing as engine_module
 
     compiled_calls: list = []
     monkeypatch.setattr(engine_module, "compile_function", recording_compile(compiled_calls))
@@ -155,7 +155,7 @@ def test_auto_compile_is_skipped_when_the_calls_left_cannot_repay_it(monkeypatch
 def test_subpixel_conv_equals_upsample_pad_conv(height, width):
     import torch.nn.functional as F
 
-    from stylize.fastpath import subpixel_weight
+    from stylize.engine.fastpath import subpixel_weight
 
     x, weight = torch.randn(2, 6, height, width), torch.randn(5, 6, 3, 3)
     expected = F.conv2d(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"), weight)
@@ -167,7 +167,7 @@ def test_subpixel_conv_equals_upsample_pad_conv(height, width):
 def test_space_to_depth_conv_equals_the_plain_conv(kernel):
     import torch.nn.functional as F
 
-    from stylize.fastpath import space_to_depth_weight
+    from stylize.engine.fastpath import space_to_depth_weight
 
     x, weight, pad = torch.randn(1, 4, 20, 14), torch.randn(3, 4, kernel, kernel), kernel // 2
     expected = F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), weight)
@@ -190,7 +190,7 @@ def test_rewrites_are_chosen_per_layer():
 
 @pytest.mark.parametrize("compiled_is_faster", [True, False])
 def test_auto_compile_keeps_the_compiled_network_only_where_it_measured_faster(monkeypatch, compiled_is_faster):
-    import stylize.engine as engine_module
+    import stylize.engine.routing as engine_module
 
     compiled_calls: list = []
     # far slower than an eager 16x16 pass, or as fast
@@ -210,7 +210,7 @@ def test_auto_compile_keeps_the_compiled_network_only_where_it_measured_faster(m
 
 
 def test_the_cpu_engine_runs_the_rewritten_network_and_compiles_the_plain_one(monkeypatch):
-    import stylize.engine as engine_module
+    import stylize.engine.routing as engine_module
 
     compiled_from = []
     monkeypatch.setattr(engine_module, "compile_function", lambda function, cuda_graphs=False: compiled_from.append(function.__self__) or function)
@@ -227,7 +227,7 @@ def test_the_cpu_engine_runs_the_rewritten_network_and_compiles_the_plain_one(mo
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("relu", [False, True])
 def test_reflect_pad_equals_pytorch(shape, pad, channels_last, relu):
-    from stylize.kernels import reflect_pad
+    from stylize.network.kernels import reflect_pad
 
     x = torch.randn(shape)
     if channels_last:
@@ -258,7 +258,7 @@ def test_phase_reflect_pad_equals_unshuffled_reflect_pad(layout, relu):
     """Padding the sub-pixel phases equals building the full-resolution map, reflect-padding it and unshuffling."""
     import torch.nn.functional as F
 
-    from stylize.kernels import phase_reflect_pad
+    from stylize.network.kernels import phase_reflect_pad
 
     for channels, height, width, pad in [(3, 4, 5, 2), (2, 7, 6, 1), (5, 6, 9, 3)]:
         full = torch.randn(2, channels, 2 * height, 2 * width)
@@ -295,7 +295,7 @@ def test_every_prepared_step_equals_the_reference_step(config, layout):
     gives the reference step's output (steps in the phase layout are compared through pixel_shuffle)."""
     import torch.nn.functional as F
 
-    from stylize.topology import AddSkip, Conv, SaveSkip, pad_input
+    from stylize.network.topology import AddSkip, Conv, SaveSkip, pad_input
 
     generator = randomized_generator(config)
     prepared = PreparedGenerator(generator, **LAYOUTS[layout])

@@ -1,4 +1,4 @@
-"""Tests for stylize.files: atomic writes, leftovers of killed runs, output checks and paths."""
+"""Tests for stylize.io.files: atomic writes, leftovers of killed runs, output checks and paths."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stylize.errors import EXIT_FAILURE, StylizeError, as_flags
-from stylize.files import (
+from stylize.io.files import (
     TEMP_SUFFIX,
     check_output,
     display_path,
@@ -128,7 +128,7 @@ def test_write_atomic_file_size_limit_for_real(tmp_path):
     # A real EFBIG from the kernel: a child process whose file-size limit is 1000 bytes writes 100 kB.
     script = (
         "import resource, sys\n"
-        "from stylize.files import write_atomic\n"
+        "from stylize.io.files import write_atomic\n"
         "from stylize.errors import StylizeError\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
         "try:\n"

@@ -16,9 +16,9 @@ from PIL import Image
 
 from stylize.config import FolderOptions
 from stylize.errors import StylizeError
-from stylize.folder_run import DecodedFile, group_batches
-from stylize.folders import Job, plan
-from stylize.pipeline import Photo
+from stylize.pipeline.folder_plan import Job, plan
+from stylize.pipeline.folder_run import DecodedFile, group_batches
+from stylize.pipeline.stages import Photo
 from tests.conftest import REPO, make_photo, run_cli
 
 FAST = ("--workers", "0")  # tiny images: worker start-up would cost more than it saves
@@ -238,8 +238,8 @@ def test_plan_refuses_a_bad_suffix_and_format(tmp_path):
 
 
 def test_a_padded_batch_gives_each_image_what_it_gives_alone(tmp_path):
-    from stylize import pipeline
     from stylize.api import Stylizer
+    from stylize.pipeline import stages as pipeline
 
     stylizer = Stylizer.load(device="cpu", precision="fp32")
     weights = stylizer.style_weights("5")
@@ -274,7 +274,7 @@ def test_helper_threads_yield_to_the_network():
     import os
     import threading
 
-    from stylize.folder_run import HELPER_NICENESS, yield_to_network
+    from stylize.pipeline.folder_run import HELPER_NICENESS, yield_to_network
 
     if not hasattr(os, "setpriority"):
         pytest.skip("no per-thread priorities on this platform")
@@ -297,13 +297,13 @@ def test_helper_threads_yield_to_the_network():
 def test_a_file_another_run_writes_meanwhile_counts_as_skipped(tmp_path, stylizer, monkeypatch):
     """Two runs on the same folders: an output that appears between planning and writing is the other run's, not a
     failure of this one."""
-    from stylize import folder_run
+    from stylize.pipeline import folder_run
 
     root = tmp_path / "in"
     make_photo(root / "a.png")
     make_photo(root / "b.png")
     out = tmp_path / "out"
-    original = folder_run.pipeline.encode
+    original = folder_run.stages.encode
 
     def other_run_first(image, photo, fmt, options):
         data = original(image, photo, fmt, options)
@@ -312,7 +312,7 @@ def test_a_file_another_run_writes_meanwhile_counts_as_skipped(tmp_path, stylize
             target.write_bytes(data)  # what a concurrent stylize apply would have written
         return data
 
-    monkeypatch.setattr(folder_run.pipeline, "encode", other_run_first)
+    monkeypatch.setattr(folder_run.stages, "encode", other_run_first)
     summary = run_in_process(stylizer, root, out)
     statuses = {Path(record.input).name: record.status for record in summary.records}
     assert statuses == {"a.png": "skipped", "b.png": "done"} and summary.exit_code == 0

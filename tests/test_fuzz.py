@@ -18,9 +18,9 @@ from PIL import Image
 
 from stylize.api import Stylizer
 from stylize.config import GeneratorConfig
-from stylize.decoding import open_image
 from stylize.errors import StylizeError
-from stylize.modelfile import StyleModel, load_model
+from stylize.io.decoding import open_image
+from stylize.network.modelfile import StyleModel, load_model
 from tests.robustness_corpus import TINY_CONFIG, picture, tiny_model
 
 FUZZ = settings(

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stylize.config import LossConfig
-from stylize.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
-from stylize.vgg import VGG16Features
+from stylize.training.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
+from stylize.training.vgg import VGG16Features
 
 
 def test_gram_matrix_known_answer() -> None:

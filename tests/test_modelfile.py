@@ -8,8 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from stylize.config import GeneratorConfig
 from stylize.errors import StylizeError
-from stylize.modelfile import StyleModel, load_model, map_pytorch_examples_keys, save_model
-from stylize.network import Generator
+from stylize.network.generator import Generator
+from stylize.network.modelfile import StyleModel, load_model, map_pytorch_examples_keys, save_model
 from tests.pytorch_examples_net import TransformerNet, random_checkpoint
 
 CONFIG = GeneratorConfig(encoder_channels=(8, 8, 16), num_residual_blocks=1, decoder_channels=(8, 4), num_styles=2)

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 from stylize.config import ARCHITECTURES, GeneratorConfig
 from stylize.errors import StylizeError
-from stylize.network import ConditionalInstanceNorm2d, Generator
-from stylize.topology import Conv
+from stylize.network.generator import ConditionalInstanceNorm2d, Generator
+from stylize.network.topology import Conv
 from tests.conftest import randomized_generator
 
 SMALL = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=2, decoder_channels=(8, 8), num_styles=3)
@@ -126,7 +126,7 @@ def test_channels_last_training_path_equals_the_contiguous_one(upsample):
 
 
 def test_reflect_pad_channels_last_gradient_equals_pytorch():
-    from stylize.kernels import ReflectPadChannelsLast
+    from stylize.network.kernels import ReflectPadChannelsLast
 
     for shape, pad in [((2, 4, 9, 11), 1), ((1, 3, 12, 10), 4), ((2, 8, 6, 7), 2)]:
         x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_(True)
@@ -141,7 +141,7 @@ def test_reflect_pad_channels_last_gradient_equals_pytorch():
 
 def test_channels_last_instance_norm_gradients_are_exact():
     """The per-image norm writes into slices of one tensor in both passes: checked against numerical derivatives."""
-    from stylize.kernels import instance_norm_channels_last
+    from stylize.network.kernels import instance_norm_channels_last
 
     torch.manual_seed(0)
     x = torch.randn(3, 5, 6, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_(True)

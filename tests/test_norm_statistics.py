@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylize import tiling
 from stylize.config import GeneratorConfig
-from stylize.engine import Engine
-from stylize.fastpath import PreparedGenerator
+from stylize.engine import tiling
+from stylize.engine.fastpath import PreparedGenerator
+from stylize.engine.routing import Engine
 from tests.conftest import randomized_generator
 
 CONFIGS = {

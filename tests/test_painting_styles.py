@@ -12,7 +12,7 @@ from PIL import Image
 
 from stylize.api import Stylizer
 from stylize.errors import StylizeError
-from stylize.modelfile import load_model
+from stylize.network.modelfile import load_model
 from stylize.styles import MAX_CROPS, painting_crops, parse_paintings
 from tests.conftest import invoke, make_photo, run_cli
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from stylize.decoding import open_image
-from stylize.encoding import encode_image
-from stylize.png import average_filter, encode_png
+from stylize.io.decoding import open_image
+from stylize.io.encoding import encode_image
+from stylize.io.png import average_filter, encode_png
 
 
 def _noisy(mode: str, width: int, height: int, seed: int = 0) -> Image.Image:

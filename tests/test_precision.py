@@ -3,8 +3,8 @@
 import torch
 
 from stylize.config import GeneratorConfig
-from stylize.network import Generator
-from stylize.precision import MAX_MEAN_ABS, MAX_P999, choose_precision, deviation
+from stylize.engine.precision import MAX_MEAN_ABS, MAX_P999, choose_precision, deviation
+from stylize.network.generator import Generator
 
 TINY = GeneratorConfig(encoder_channels=(4, 4, 4), num_residual_blocks=1, decoder_channels=(4, 4), num_styles=2)
 

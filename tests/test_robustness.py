@@ -89,12 +89,12 @@ def run_subprocess(args: tuple[str, ...], folder: Path, runner: str) -> tuple[in
 
 
 #: ``python -c SLOWED SECONDS ARGS...``: ``stylize ARGS`` as ``python -m stylize`` runs it, with ``SECONDS`` of sleep per
-#: stylized image in stylize.pipeline.stylize, so that a kill can land between two images of a folder run.
+#: stylized image in stylize.pipeline.stages.stylize, so that a kill can land between two images of a folder run.
 SLOWED = """
 import sys, time
 from stylize.runtime import prepare_process
 prepare_process()
-from stylize import pipeline
+from stylize.pipeline import stages as pipeline
 from stylize.cli import run
 seconds, sys.argv = float(sys.argv[1]), ["stylize", *sys.argv[2:]]
 stylize = pipeline.stylize
@@ -237,14 +237,14 @@ def test_corpus_is_large_enough() -> None:
 
 
 def test_docs_table_is_current() -> None:
-    """docs/robustness.md holds the table that scripts/robustness_table.py prints from the corpus."""
-    sys.path.insert(0, str(REPO / "scripts"))
+    """docs/robustness.md holds the table that scripts/bench/robustness_table.py prints from the corpus."""
+    sys.path.insert(0, str(REPO / "scripts" / "bench"))
     try:
         import robustness_table
     finally:
-        sys.path.remove(str(REPO / "scripts"))
+        sys.path.remove(str(REPO / "scripts" / "bench"))
     docs = (REPO / "docs" / "robustness.md").read_text(encoding="utf-8")
-    assert robustness_table.replace_table(docs) == docs, "docs/robustness.md is stale: run python scripts/robustness_table.py --write"
+    assert robustness_table.replace_table(docs) == docs, "docs/robustness.md is stale: run python scripts/bench/robustness_table.py --write"
 
 
 # --------------------------------------------------------------------------------------------------- bundled files
@@ -252,7 +252,7 @@ def test_docs_table_is_current() -> None:
 
 def test_tampered_bundled_model_is_refused_by_the_cli(tmp_path, monkeypatch) -> None:
     """A bundled model whose bytes differ from the SHA-256 recorded in the package is refused before use, exit 1."""
-    from stylize import catalog, resources
+    from stylize.io import catalog, resources
 
     bundle = tmp_path / "bundle"
     (bundle / "models").mkdir(parents=True)

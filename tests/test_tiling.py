@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from stylize import tiling
 from stylize.config import GeneratorConfig, TilingConfig, parse_memory_size, parse_tile
-from stylize.engine import Engine
+from stylize.engine import tiling
+from stylize.engine.routing import Engine
 from stylize.errors import StylizeError
-from stylize.network import ConditionalInstanceNorm2d, Generator
+from stylize.network.generator import ConditionalInstanceNorm2d, Generator
 
 SMALL = GeneratorConfig(encoder_channels=(8, 16, 16), num_residual_blocks=2, decoder_channels=(8, 8), num_styles=3)
 CONFIGS = {
@@ -156,7 +156,7 @@ def test_estimator_picks_whole_or_streamed_by_budget():
 
 def test_passes_too_large_for_32_bit_cuda_indexing_stream_whatever_the_budget():
     from stylize.config import ARCHITECTURES
-    from stylize.network import Generator
+    from stylize.network.generator import Generator
 
     generator = Generator(ARCHITECTURES["johnson"])
     # 8192x8192 failed whole on an H200 ("input tensor must fit into 32-bit index math"). The largest tensor is the

@@ -18,16 +18,16 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from stylize.checkpoint import load_checkpoint
 from stylize.cli.train import register
 from stylize.config import ARCHITECTURES, LossConfig, TrainConfig
 from stylize.devices import autocast_dtype, cpu_has_fast_bf16
 from stylize.errors import StylizeError
-from stylize.losses import PerceptualLoss
-from stylize.modelfile import load_model
-from stylize.network import Generator
-from stylize.training import train
-from stylize.training_data import ContentStream, find_photos
+from stylize.network.generator import Generator
+from stylize.network.modelfile import load_model
+from stylize.training.checkpoint import load_checkpoint
+from stylize.training.data import ContentStream, find_photos
+from stylize.training.loop import train
+from stylize.training.losses import PerceptualLoss
 from tests.conftest import invoke
 
 
@@ -340,7 +340,7 @@ def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: P
 
 def test_compile_auto_only_for_long_single_process_cuda_runs() -> None:
     from stylize.distributed import Launch
-    from stylize.training_setup import COMPILE_MIN_STEPS, should_compile
+    from stylize.training.setup import COMPILE_MIN_STEPS, should_compile
 
     single, two = Launch(0, 1, 0), Launch(0, 2, 0)
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
@@ -354,7 +354,7 @@ def test_compile_auto_only_for_long_single_process_cuda_runs() -> None:
 
 
 def test_trained_model_records_its_inference_precision(data: dict[str, Path], tmp_path: Path) -> None:
-    from stylize.training import inference_precision
+    from stylize.training.loop import inference_precision
 
     model = load_model(train(tiny_config(data, tmp_path / "m.safetensors", iterations=2)))
     assert set(model.precision) <= {"cpu"} and model.precision.get("cpu", "fp32") in ("fp32", "bf16")
@@ -365,7 +365,7 @@ def test_trained_model_records_its_inference_precision(data: dict[str, Path], tm
 
 
 def test_stale_temporaries_of_this_model_are_removed_and_no_others(data: dict[str, Path], tmp_path: Path) -> None:
-    from stylize.files import TEMP_SUFFIX
+    from stylize.io.files import TEMP_SUFFIX
 
     out = tmp_path / "starry.safetensors"
     dead = 2**22 + 12345  # above Linux's default pid_max: no such process
@@ -394,7 +394,7 @@ def test_predicted_init_starts_from_the_paintings_predicted_style(data: dict[str
 
 
 def test_predicted_init_trains_every_layer_by_default_and_only_the_norm_rows_when_asked(data: dict[str, Path], tmp_path: Path) -> None:
-    from stylize.catalog import find_model
+    from stylize.io.catalog import find_model
 
     before = weights(find_model("arbitrary"))
     default = train(tiny_config(data, tmp_path / "a.safetensors", init="predicted", iterations=2))

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from stylize import resources
 from stylize.errors import EXIT_FAILURE, StylizeError
-from stylize.resources import BUNDLED_SHA256, sha256_of
-from stylize.vgg import BUNDLED_FILE, VGG16Features, bundled_weights_path, load_vgg16
+from stylize.io import resources
+from stylize.io.resources import BUNDLED_SHA256, sha256_of
+from stylize.training.vgg import BUNDLED_FILE, VGG16Features, bundled_weights_path, load_vgg16
 
 LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
@@ -79,7 +79,7 @@ def test_damaged_bundled_weights_are_refused(tmp_path: Path, monkeypatch: pytest
     data = bytearray(copy.read_bytes())
     data[-10] ^= 0xFF  # one byte of tensor data: still a valid safetensors file, just not the recorded one
     copy.write_bytes(bytes(data))
-    monkeypatch.setattr("stylize.vgg.bundled_weights_path", lambda: copy)
+    monkeypatch.setattr("stylize.training.vgg.bundled_weights_path", lambda: copy)
     with pytest.raises(StylizeError, match="does not match its recorded SHA-256") as info:
         load_vgg16()
     assert "damaged" in info.value.message and info.value.exit_code == EXIT_FAILURE
@@ -113,6 +113,6 @@ def test_bundled_folder_prefers_the_installed_copy(tmp_path: Path, monkeypatch: 
         assert resources.bundled_folder("weights") == package / "_bundled" / "weights"
         shutil.rmtree(package / "_bundled")
         resources.bundle_root.cache_clear()
-        assert resources.bundled_folder("weights") == Path(resources.__file__).resolve().parent.parent / "weights"
+        assert resources.bundled_folder("weights") == Path(resources.__file__).resolve().parents[2] / "weights"  # the checkout
     finally:
         resources.bundle_root.cache_clear()

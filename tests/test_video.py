@@ -14,7 +14,7 @@ av = pytest.importorskip("av")
 
 from stylize.config import VideoOptions  # noqa: E402
 from stylize.errors import StylizeError  # noqa: E402
-from stylize.files import TEMP_SUFFIX  # noqa: E402
+from stylize.io.files import TEMP_SUFFIX  # noqa: E402
 from stylize.video import probe, transcode  # noqa: E402
 from stylize.video.workdir import work_folder_for  # noqa: E402
 

@@ -15,7 +15,7 @@ pytest.importorskip("cv2")
 from stylize.api import Stylizer  # noqa: E402
 from stylize.config import ApplyOptions, TemporalOptions, VideoOptions  # noqa: E402
 from stylize.errors import StylizeError  # noqa: E402
-from stylize.temporal import FrameStylizer, TemporalStatistics  # noqa: E402
+from stylize.pipeline.temporal import FrameStylizer, TemporalStatistics  # noqa: E402
 from stylize.video import transcode  # noqa: E402
 from tests.conftest import invoke, make_photo  # noqa: E402
 from tests.test_video import decoded, make_clip, packets  # noqa: E402
@@ -83,7 +83,7 @@ def test_temporal_frames_flicker_less_than_per_frame(stylizer, tmp_path):
     plain = stylizer.apply_video(clip, tmp_path / "plain.mp4", temporal=False, video=SEGMENTS)
     steady = stylizer.apply_video(clip, tmp_path / "steady.mp4", temporal=True, video=SEGMENTS)
     assert plain.frames == steady.frames == 10
-    assert flicker(tmp_path / "steady.mp4") < 0.9 * flicker(tmp_path / "plain.mp4")  # the full figure: scripts/bench_video.py
+    assert flicker(tmp_path / "steady.mp4") < 0.9 * flicker(tmp_path / "plain.mp4")  # the full figure: scripts/bench/bench_video.py
 
 
 def test_a_scene_cut_restarts_the_temporal_state(stylizer):
@@ -185,7 +185,7 @@ def test_phase_lock_makes_a_panning_picture_keep_its_strokes(stylizer):
 
 def test_frames_too_wide_for_opencv_warp_the_same_way(stylizer, monkeypatch):
     """OpenCV's remap takes no side of 32,767 pixels or more; such frames warp with torch, to the same result."""
-    from stylize import temporal
+    from stylize.pipeline import temporal
 
     picture = (smooth_picture(np.random.default_rng(2), (12, 20), (64, 120)) * 255).to(torch.uint8)
     frames = [picture[:, :, 2 * t : 2 * t + 96].contiguous() for t in range(6)]
@@ -221,7 +221,7 @@ def test_temporal_frames_stream_in_tiles_as_they_run_whole(stylizer):
 @pytest.mark.parametrize("strength", [0.5, 1.0, 2.0])
 def test_the_blend_filter_carries_each_frequency_as_the_screened_solve_does(strength):
     """``low_pass`` stands for the solve's ``w^2 / (w^2 + k^4)``: a sine of each frequency keeps that share."""
-    from stylize.temporal import FlowBlend, low_pass
+    from stylize.pipeline.temporal import FlowBlend, low_pass
 
     sigma = FlowBlend(strength, 0.08).sigma
     x = np.arange(512, dtype=np.float32)
@@ -236,7 +236,7 @@ def test_the_blend_filter_carries_each_frequency_as_the_screened_solve_does(stre
 def test_the_blend_carries_the_previous_frames_tone_on_any_grid(width, scale):
     """Still input, a new result with another tone: the blend keeps the previous result's tone and the new strokes,
     whether it works on the frame's pixels or on a coarser grid."""
-    from stylize.temporal import FlowBlend, Motion, grey
+    from stylize.pipeline.temporal import FlowBlend, Motion, grey
 
     rng = np.random.default_rng(4)
     height = width * 9 // 16
@@ -266,7 +266,7 @@ def test_frames_too_small_for_optical_flow_are_stylized_without_it(stylizer):
 def test_motion_is_estimated_on_frames_of_up_to_720p_at_their_own_size():
     """A half-size flow's errors, scaled up, cost HD frames style and steadiness: 720p frames get a full-size flow,
     larger ones a flow on a copy of 1280 pixels' width that reports motion in the frame's pixels."""
-    from stylize.temporal import Motion, grey
+    from stylize.pipeline.temporal import Motion, grey
 
     scene = (smooth_picture(np.random.default_rng(5), (27, 48), (1080, 1940)) * 255).to(torch.uint8)
     for height, width, step in ((720, 1280, 3), (1080, 1920, 6)):

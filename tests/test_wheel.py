@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from stylize.resources import BUNDLED_SHA256
+from stylize.io.resources import BUNDLED_SHA256
 from tests.conftest import REPO, make_photo
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def test_installed_wheel_finds_models_through_package_resources(wheel, tmp_path)
     # PYTHONPATH puts the installed copy ahead of the editable checkout; cwd is outside the repository.
     env = {**os.environ, "PYTHONPATH": str(site)}
     probe = subprocess.run(
-        [sys.executable, "-c", "import stylize, stylize.resources as r; print(stylize.__file__); print(r.bundle_root())"],
+        [sys.executable, "-c", "import stylize, stylize.io.resources as r; print(stylize.__file__); print(r.bundle_root())"],
         cwd=elsewhere, env=env, capture_output=True, text=True, check=True,
     )
     module_file, root = probe.stdout.split()

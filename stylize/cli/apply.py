@@ -67,8 +67,8 @@ def apply(
     """Stylize one photo or video (stylize apply IN OUT) or a folder of them (stylize apply DIR OUTDIR)."""
     from stylize.api import STDIO, Stylizer
     from stylize.errors import StylizeError
-    from stylize.files import display_path
-    from stylize.folders import is_video
+    from stylize.io import display_path
+    from stylize.pipeline import is_video
 
     common = {
         "style": style, "mix": mix, "style_image": style_image or None, "strength": strength, "blend": blend,
@@ -80,7 +80,7 @@ def apply(
     video_options = VideoOptions(codec=codec, crf=crf, preset=preset)
     if source != STDIO and os.path.isdir(source):
         from stylize.cli.folder import apply_folder
-        from stylize.encoding import OUTPUT_EXTENSIONS
+        from stylize.io import OUTPUT_EXTENSIONS
 
         hint = "folder conversion needs an output folder: stylize apply DIR OUTDIR"
         if target == STDIO:
@@ -131,8 +131,8 @@ def convert(
 ) -> None:
     """Convert a loadable model file to stylize's safetensors format (with provenance)."""
     from stylize.errors import StylizeError
-    from stylize.files import check_output, display_path, same_file
-    from stylize.modelfile import load_model, save_model
+    from stylize.io import check_output, display_path, same_file
+    from stylize.network import load_model, save_model
 
     if target.suffix.lower() != ".safetensors":
         raise StylizeError(f"output must end in .safetensors, got {target.name}", "e.g. stylize convert in.pth out.safetensors")

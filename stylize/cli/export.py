@@ -18,10 +18,10 @@ def export(
     check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime's output with PyTorch's (needs onnxruntime)."),
 ) -> None:
     """Export a style model to ONNX: stylize export MODEL OUT.onnx."""
-    from stylize.catalog import find_model
+    from stylize.engine import MAX_ABS_ERROR, export_onnx
     from stylize.errors import StylizeError
-    from stylize.export import MAX_ABS_ERROR, export_onnx
-    from stylize.modelfile import load_model
+    from stylize.io import find_model
+    from stylize.network import load_model
 
     if target.suffix.lower() != ".onnx":
         raise StylizeError(f"output must end in .onnx, got {target.name}", "e.g. stylize export multistyle26 out.onnx")

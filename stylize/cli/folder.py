@@ -16,8 +16,8 @@ from rich.text import Text
 
 from stylize.config import FolderOptions, VideoOptions
 from stylize.distributed import Launch
-from stylize.files import display_path
-from stylize.folder_run import FileRecord, FolderSummary
+from stylize.io import display_path
+from stylize.pipeline import FileRecord, FolderSummary
 
 
 class _RateColumn(ProgressColumn):

@@ -17,9 +17,9 @@ def register(app: typer.Typer) -> None:
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """List bundled and local style models with their styles."""
-    from stylize.catalog import DEFAULT_MODEL, list_models
     from stylize.errors import StylizeError
-    from stylize.modelfile import load_model
+    from stylize.io import DEFAULT_MODEL, list_models
+    from stylize.network import load_model
 
     records = []
     for entry in list_models():
@@ -63,8 +63,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON obje
     import torch
 
     from stylize import __version__
-    from stylize.catalog import search_folders
     from stylize.devices import cpu_has_fast_bf16
+    from stylize.io import search_folders
 
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from stylize.config import ApplyOptions, VideoOptions
-from stylize.files import display_path
+from stylize.io import display_path
 
 
 class _FpsColumn(ProgressColumn):

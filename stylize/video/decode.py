@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from stylize.errors import StylizeError
-from stylize.files import display_path
+from stylize.io import display_path
 from stylize.video.backend import av
 from stylize.video.probe import VideoInfo, open_container
 

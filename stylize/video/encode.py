@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from stylize.files import AtomicFile, write_error
+from stylize.io import AtomicFile, write_error
 from stylize.video.backend import av
 from stylize.video.colour import Colour
 from stylize.video.packets import PacketFileHeader, PacketFileWriter, PacketRecord

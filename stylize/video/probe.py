@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stylize.errors import StylizeError
-from stylize.files import display_path
+from stylize.io import display_path
 from stylize.video.backend import av, require_av
 from stylize.video.colour import Colour, resolve_colour
 from stylize.video.orientation import Orientation, from_display_matrix, from_rotate_tag

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stylize.errors import EXIT_FAILURE, StylizeError
-from stylize.files import AtomicFile, display_path, remove_stale_temporaries_of, write_error
+from stylize.io import AtomicFile, display_path, remove_stale_temporaries_of, write_error
 from stylize.video.backend import av
 from stylize.video.encode import EncoderSettings, configure
 from stylize.video.packets import read_header, read_packets

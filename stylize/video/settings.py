@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stylize.config import VIDEO_CRF, VIDEO_PRESET, VideoOptions
 from stylize.errors import StylizeError
-from stylize.files import display_path
+from stylize.io import display_path
 from stylize.video.backend import av
 
 #: Encoders stylize drives, with the largest CRF each accepts.

@@ -24,7 +24,7 @@ import torch
 
 from stylize.config import VideoOptions
 from stylize.errors import StylizeError
-from stylize.files import check_output, display_path, same_file
+from stylize.io import check_output, display_path, same_file
 from stylize.video.backend import require_av
 from stylize.video.decode import DecodedFrame, DecodeStats, decode_frames, describe_repairs, scaled_size
 from stylize.video.encode import EncoderSettings, SegmentEncoder, encoder_settings

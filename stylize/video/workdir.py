@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load, save
 
 from stylize.errors import StylizeError
-from stylize.files import display_path, remove_stale_temporaries, write_atomic
+from stylize.io import display_path, remove_stale_temporaries, write_atomic
 
 MANIFEST = "manifest.json"
 _VERSION = 1
