@@ -6,6 +6,7 @@ A generator's config is stored in every model file, so loading rebuilds the netw
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 from collections.abc import Mapping
@@ -260,6 +261,114 @@ def parse_extensions(extensions: str | tuple[str, ...] | None) -> tuple[str, ...
     if not parsed:
         raise StylizeError(f"`extensions` '{extensions}' name no extension", "e.g. `extensions=jpg,png`")
     return parsed
+
+
+@dataclass(frozen=True)
+class SheetOptions:
+    """A contact sheet: one photo in every style of a model, or with each of several paintings, as one labelled grid
+    (``stylize sheet``, :meth:`stylize.api.Stylizer.sheet`)."""
+
+    # Long side of each tile in pixels: the photo is scaled down to it (never up) and stylized at that size.
+    size: int = 256
+    # Tiles per row; None: as many as make the grid about square.
+    columns: int | None = None
+    # Which of the model's styles, by name or index ("0,7,19" or a tuple); None: every style.
+    styles: str | tuple[str | int, ...] | None = None
+    # Paintings whose predicted style makes one tile each (arbitrary-style models): paths, or in-memory
+    # stylize.styles.PaintingData (uploads).
+    paintings: tuple[Any, ...] = ()
+    # A first tile with the photo itself, to compare against.
+    original: bool = True
+    # Each tile's label (the style's name or index, the painting's name) under it.
+    labels: bool = True
+    # What is done to every tile (strength, preserve_color, ...); its style, mix, style_image, max_size and work_size
+    # are the sheet's to set.
+    apply: ApplyOptions = ApplyOptions()
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.size <= 4096:
+            raise StylizeError(f"`size` of a tile must be between 16 and 4096 pixels, got {self.size}", "e.g. `size=256`")
+        if self.columns is not None and not 1 <= self.columns <= 256:
+            raise StylizeError(f"`columns` must be between 1 and 256, got {self.columns}", "e.g. `columns=6`")
+        if isinstance(self.styles, str):
+            parts = tuple(part.strip() for part in self.styles.split(",") if part.strip())
+            if not parts:
+                raise StylizeError(f"`styles` '{self.styles}' names no style", "e.g. `styles=0,7,19`")
+            object.__setattr__(self, "styles", parts)
+        object.__setattr__(self, "paintings", tuple(self.paintings))
+
+    def replace(self, **changes: Any) -> SheetOptions:
+        return dataclasses.replace(self, **changes)
+
+
+#: ApplyOptions fields a server keeps to itself: a client never names a file (style_image comes as uploads), never
+#: writes one (overwrite), and cannot move the memory and pixel bounds the server runs under.
+SERVER_OWNED_FIELDS = frozenset({"style_image", "overwrite", "max_pixels", "tile", "memory_limit"})
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """``stylize serve``: the local studio page and the HTTP API (see :mod:`stylize.serve`)."""
+
+    # Address to listen on. The loopback address keeps the server to this machine; any other is a choice to share it.
+    host: str = "127.0.0.1"
+    # TCP port (0: any free port).
+    port: int = 8000
+    # Models loaded before the first request (names as `stylize models` lists them); others load on first use.
+    models: tuple[str, ...] = ()
+    # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or "mps".
+    device: str = "auto"
+    # "auto", "fp32", "bf16" or "fp16" (see ApplyOptions and `stylize apply --precision`).
+    precision: str = "auto"
+    # torch.compile: "never" by default because a server sees photos of every size and a compile stalls all waiting
+    # requests for 10-40 s on a CPU; "auto" compiles a size once it has cost 15 s eagerly.
+    compile: str = "never"
+    # Largest request body in bytes (the photo, paintings and fields together): 50 MB holds a 24-megapixel PNG.
+    max_upload_bytes: int = 50_000_000
+    # Decompression-bomb guard for uploads, checked on the header before decoding: 40 MP admits any phone photo and
+    # keeps one request's pixels near 120 MB (the CLI's own default is 120 MP, for files the user chose).
+    max_pixels: int = 40_000_000
+    # Requests the server works on at once (being read, waiting or running); one more is answered 503 before its
+    # body is read. With max_upload_bytes and max_pixels this bounds memory under any load.
+    max_pending: int = 16
+    # Photos of equal padded size that go through the network together (None: 4 on the CPU, 8 on CUDA; then capped
+    # per batch by the pixel budget of stylize.pipeline.folder_run, as for folders).
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise StylizeError(f"`port` must be between 0 and 65535, got {self.port}", "e.g. `port=8000`")
+        if self.max_upload_bytes < 1024 or self.max_pixels < 64 or self.max_pending < 1:
+            raise StylizeError("`max_upload_bytes` must be at least 1024, `max_pixels` at least 64 and `max_pending` at least 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise StylizeError(f"`batch_size` must be at least 1, got {self.batch_size}", "e.g. `batch_size=4`")
+        object.__setattr__(self, "models", tuple(self.models))
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether only this machine can connect (127.0.0.0/8, ::1 or localhost)."""
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The comment lines right above each field of the dataclass ``cls``, joined: its documentation (CLI help texts,
+    the HTTP API's schema)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (a frozen build): settings without help
+        return {}
+    helps: dict[str, str] = {}
+    pending: list[str] = []
+    for line in source.splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            pending.append(text.lstrip("#").strip())
+            continue
+        match = re.match(r"(\w+)\s*:", text)
+        if match and pending:
+            helps[match.group(1)] = " ".join(pending)
+        pending = []
+    return helps
 
 
 #: What each ``init`` trains by default: (trainable, iterations). "random" is Johnson et al.'s recipe; "predicted" is the

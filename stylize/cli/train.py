@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import re
 import types
 import typing
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import typer
 
-from stylize.config import LossConfig, TrainConfig
+from stylize.config import LossConfig, TrainConfig, field_help
 from stylize.errors import StylizeError
 
 #: Flag names that differ from the field name in kebab case (and short forms).
@@ -30,26 +29,6 @@ def register(app: typer.Typer) -> None:
     app.command(
         "train", help="Train a style network: one or several --style images become one model file.", no_args_is_help=True
     )(_command())
-
-
-def field_help(cls: type) -> dict[str, str]:
-    """The comment lines right above each field of the dataclass ``cls``, joined: its documentation."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):  # no source (a frozen build): flags without help
-        return {}
-    helps: dict[str, str] = {}
-    pending: list[str] = []
-    for line in source.splitlines()[1:]:
-        text = line.strip()
-        if text.startswith("#"):
-            pending.append(text.lstrip("#").strip())
-            continue
-        match = re.match(r"(\w+)\s*:", text)
-        if match and pending:
-            helps[match.group(1)] = " ".join(pending)
-        pending = []
-    return helps
 
 
 def _command():
