@@ -27,13 +27,27 @@ import torch
 from PIL import Image
 
 from stylize import pipeline, runtime, styles
-from stylize.config import ApplyOptions, FolderOptions, MixSpec, TemporalOptions, VideoOptions
+from stylize.config import ApplyOptions, FolderOptions, MixSpec, SheetOptions, TemporalOptions, VideoOptions
 from stylize.devices import resolve_device, resolve_precision
 from stylize.engine import Engine, check_compile_mode
 from stylize.errors import StylizeError
-from stylize.io import bundled_path, check_output, find_model, output_format, quantize, same_file, sha256_of, user_models_dir
+from stylize.io import (
+    DEFAULT_MODEL,
+    bundled_path,
+    check_output,
+    encode_image,
+    find_model,
+    list_models,
+    output_format,
+    quantize,
+    same_file,
+    sha256_of,
+    to_float,
+    user_models_dir,
+)
 from stylize.network import StyleModel, check_size, load_model, load_predictor, save_model, style_code
-from stylize.pipeline import FileRecord, FolderSummary, Job, StyleWeights, run_folder
+from stylize.pipeline import FileRecord, FolderSummary, Job, Sheet, SheetTile, StyleWeights, run_folder
+from stylize.pipeline import sheet as sheet_pipeline
 
 if TYPE_CHECKING:
     from stylize.video import VideoResult
@@ -173,7 +187,7 @@ class Stylizer:
         if options.style is not None or options.mix is not None:
             raise StylizeError("give either `style_image` or `style` / `mix`, not both", "a painting's style is predicted from the image")
         paintings = styles.parse_paintings(options.style_image)
-        embedding = self.embedder().paintings(paintings)
+        embedding = self.embedder().paintings(paintings, options.max_pixels)
         description = styles.describe_paintings(paintings)
         if options.strength < 1.0 and options.blend in ("auto", "embedding"):
             return styles.blended_codes(self.embedder(), embedding, options.strength), options.replace(strength=1.0), description
@@ -235,22 +249,12 @@ class Stylizer:
         started = time.perf_counter()
         options = _options(ApplyOptions, options, settings)
         source_text, target_text = str(source), str(target)
-        fmt = output_format(None if target_text == STDIO else target_text, options.format)
-        if target_text != STDIO:
-            if source_text != STDIO and same_file(source_text, target_text):
-                raise StylizeError(f"output {target_text} is the input file", "choose another output path; inputs are never overwritten")
-            check_output(target_text, overwrite=options.overwrite)
+        fmt = _check_target(source_text, target_text, options)
         weights, options, description = self.resolve(options)
-        data: Any = sys.stdin.buffer.read() if source_text == STDIO else source_text
-        photo = pipeline.decode(data, options, name="stdin" if source_text == STDIO else None)
+        photo = pipeline.decode(_source(source_text), options, name="stdin" if source_text == STDIO else None)
         result = pipeline.stylize(self.engine, [photo.pixels], weights, options)[0]
         final = pipeline.finish(result, photo, fmt, options)
-        encoded = pipeline.encode(final, photo, fmt, options)
-        if target_text == STDIO:
-            sys.stdout.buffer.write(encoded)
-            sys.stdout.buffer.flush()
-        else:
-            pipeline.write(encoded, target_text, options)
+        _emit(pipeline.encode(final, photo, fmt, options), target_text, options)
         return ApplyResult(
             input=source_text,
             output=target_text,
@@ -262,6 +266,60 @@ class Stylizer:
             seconds=time.perf_counter() - started,
             frames=photo.frames,
         )
+
+    def sheet(
+        self, image: str | os.PathLike | bytes | Image.Image, options: SheetOptions | None = None, *,
+        on_tile: Callable[[int, int], None] | None = None, **settings: Any,
+    ) -> Sheet:  # fmt: skip
+        """A contact sheet: the photo ``image`` (a path, a file's bytes or a PIL image) in every style of this model, or
+        the ``styles`` asked for, or with each of ``paintings`` (arbitrary-style models), as one labelled grid.
+
+        Settings are the fields of :class:`~stylize.config.SheetOptions`; ``apply`` holds what is done to every tile
+        (strength, preserve_color). ``on_tile(done, total)`` is called as batches of tiles finish.
+        """
+        started = time.perf_counter()
+        options = _options(SheetOptions, options, settings)
+        choices = self._sheet_choices(options)
+        apply = options.apply.replace(max_size=options.size, work_size=None, style=None, mix=None, style_image=None)
+        resolved = [self.resolve(apply.replace(**choice)) for _, _, choice in choices]
+        photo = pipeline.decode(image, apply)
+        results = sheet_pipeline.render(self.engine, photo.pixels, [weights for weights, _, _ in resolved], resolved[0][1], on_tile)
+        pictures = [pipeline.finish(result, photo, "JPEG", apply) for result in results]
+        labels = [label for label, _, _ in choices]
+        styles_shown: list[str | None] = [style for _, style, _ in choices]
+        if options.original:
+            pictures.insert(0, pipeline.finish(to_float(photo.pixels), photo, "JPEG", apply))
+            labels.insert(0, "photo")
+            styles_shown.insert(0, None)
+        grid, boxes = sheet_pipeline.compose(pictures, labels, options.columns, options.labels)
+        tiles = [SheetTile(label, style, box) for label, style, box in zip(labels, styles_shown, boxes, strict=True)]
+        return Sheet(grid, tiles, self.name, time.perf_counter() - started)
+
+    def sheet_file(self, source: str | os.PathLike, target: str | os.PathLike, options: SheetOptions | None = None, **settings: Any) -> Sheet:
+        """:meth:`sheet` from the file ``source`` to the file ``target`` (written atomically; ``-`` is stdin or stdout), with
+        the checks of :meth:`apply_file` first: the output's format, an existing output, an output equal to the input."""
+        options = _options(SheetOptions, options, settings)
+        source_text, target_text = str(source), str(target)
+        fmt = _check_target(source_text, target_text, options.apply)
+        made = self.sheet(_source(source_text), options)
+        _emit(encode_image(made.image, fmt, quality=options.apply.quality), target_text, options.apply)
+        return made
+
+    def _sheet_choices(self, options: SheetOptions) -> list[tuple[str, str, dict[str, Any]]]:
+        """(label, style, the resolve() setting) of each tile of a sheet."""
+        if self.takes_paintings:
+            if not options.paintings:
+                raise StylizeError(f"model '{self.name}' takes the style of a painting", "pass `paintings` (one tile each)")
+            if options.styles is not None:
+                raise StylizeError(f"model '{self.name}' has no named styles to choose with `styles`", "pass `paintings` (one tile each)")
+            return [(styles.painting_name(p), getattr(p, "name", None) or os.fspath(p), {"style_image": p}) for p in options.paintings]
+        if options.paintings:
+            raise StylizeError(
+                f"model '{self.name}' has a fixed set of styles and cannot take a painting's",
+                "use the arbitrary-style model (`model=arbitrary`) for `paintings`, or `styles`",
+            )
+        indices = range(len(self.model.styles)) if options.styles is None else [self.style_index(style) for style in options.styles]
+        return [(self.model.styles[i], self.model.styles[i], {"style": self.model.styles[i]}) for i in indices]
 
     def apply_folder(
         self,
@@ -379,6 +437,54 @@ class Stylizer:
         finally:
             if bar is not None:
                 bar.close()
+
+
+def model_records() -> list[dict[str, Any]]:
+    """One record per model that ``model`` names (``stylize models --json``, the server's ``GET /v1/models``): name,
+    origin, path, styles (empty for an arbitrary-style model), any_painting, default_style, default, licence; or name,
+    origin, path and the one-line error of a file that does not load."""
+    records = []
+    for entry in list_models():
+        try:
+            model = load_model(entry.path)
+            record = {
+                "name": entry.name,
+                "origin": entry.origin,
+                "path": str(entry.path),
+                "styles": [] if model.embedding_size else model.styles,
+                "any_painting": bool(model.embedding_size),
+                "default_style": model.default_style,
+                "default": entry.name == DEFAULT_MODEL,
+                "licence": model.provenance.get("licence"),
+            }
+        except StylizeError as exc:
+            record = {"name": entry.name, "origin": entry.origin, "path": str(entry.path), "error": exc.one_line()}
+        records.append(record)
+    return records
+
+
+def _check_target(source: str, target: str, options: ApplyOptions) -> str:
+    """The output format for ``target``; refuses an output that is the input, or exists without ``overwrite``."""
+    fmt = output_format(None if target == STDIO else target, options.format)
+    if target != STDIO:
+        if source != STDIO and same_file(source, target):
+            raise StylizeError(f"output {target} is the input file", "choose another output path; inputs are never overwritten")
+        check_output(target, overwrite=options.overwrite)
+    return fmt
+
+
+def _source(source: str) -> Any:
+    """What the decoder reads for ``source``: stdin's bytes for ``-``, else the path."""
+    return sys.stdin.buffer.read() if source == STDIO else source
+
+
+def _emit(encoded: bytes, target: str, options: ApplyOptions) -> None:
+    """Write ``encoded`` to stdout (``-``) or atomically to the file ``target``."""
+    if target == STDIO:
+        sys.stdout.buffer.write(encoded)
+        sys.stdout.buffer.flush()
+    else:
+        pipeline.write(encoded, target, options)
 
 
 def _model_path(target: str | os.PathLike) -> Path:

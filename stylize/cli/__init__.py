@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
 from stylize import __version__
-from stylize.cli import apply, export, info, train
+from stylize.cli import apply, export, info, sheet, train
 from stylize.errors import EXIT_BAD_INPUT, EXIT_FAILURE, StylizeError, as_flags
 
 app = typer.Typer(
@@ -51,7 +51,7 @@ def _root(
         _debug["on"] = True
 
 
-for _module in (apply, info, train, export):
+for _module in (apply, sheet, info, train, export):
     _module.register(app)
 
 

@@ -17,27 +17,9 @@ def register(app: typer.Typer) -> None:
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """List bundled and local style models with their styles."""
-    from stylize.errors import StylizeError
-    from stylize.io import DEFAULT_MODEL, list_models
-    from stylize.network import load_model
+    from stylize.api import model_records
 
-    records = []
-    for entry in list_models():
-        try:
-            model = load_model(entry.path)
-            record = {
-                "name": entry.name,
-                "origin": entry.origin,
-                "path": str(entry.path),
-                "styles": [] if model.embedding_size else model.styles,
-                "any_painting": bool(model.embedding_size),
-                "default_style": model.default_style,
-                "default": entry.name == DEFAULT_MODEL,
-                "licence": model.provenance.get("licence"),
-            }
-        except StylizeError as exc:
-            record = {"name": entry.name, "origin": entry.origin, "path": str(entry.path), "error": exc.one_line()}
-        records.append(record)
+    records = model_records()
     if as_json:
         typer.echo(json.dumps({"models": records}, indent=2))
         return

@@ -1,5 +1,5 @@
 """The per-image pipeline: decode -> stylize -> finish -> encode -> write as stages that a photo, a folder run
-(its planning and workers) and video frames (kept stable by ``temporal``) all run; and the pixel blends.
+(its planning and workers), video frames (kept stable by ``temporal``) and contact sheets all run; and the pixel blends.
 
 Modules import each other directly; the layers above import what this ``__init__`` exports.
 """
@@ -13,5 +13,6 @@ __getattr__, __all__ = lazy_exports(
         "folder_plan": ["Job", "is_video"],
         "folder_run": ["FileRecord", "FolderSummary", "run_folder"],
         "temporal": ["FrameStylizer"],
+        "sheet": ["Sheet", "SheetTile"],
     },
 )

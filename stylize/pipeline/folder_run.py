@@ -132,6 +132,17 @@ def batch_size_for(options: FolderOptions, device: torch.device) -> int:
     return options.batch_size or (8 if device.type == "cuda" else 4)
 
 
+def batch_limit(padded: tuple[int, int], device: torch.device, batch_size: int | None = None) -> int:
+    """How many photos of padded size ``padded`` (H, W) go through the network together on ``device``: ``batch_size``
+    (None: 8 on CUDA, 4 elsewhere) capped by the device's pixel budget. Sheets and the server batch by it too."""
+    budget = CUDA_BATCH_PIXELS if device.type == "cuda" else CPU_BATCH_PIXELS
+    return _capped(padded, batch_size or (8 if device.type == "cuda" else 4), budget)
+
+
+def _capped(padded: tuple[int, int], batch_size: int, max_batch_pixels: int) -> int:
+    return max(1, min(batch_size, max_batch_pixels // (padded[0] * padded[1])))
+
+
 def run_folder(
     engine: Engine,
     weights: StyleWeights,
@@ -370,7 +381,7 @@ def group_batches(stream: Iterator[DecodedFile], batch_size: int, max_batch_pixe
             yield [item]
             continue
         key = item.padded_size
-        limit = max(1, min(batch_size, max_batch_pixels // (key[0] * key[1])))
+        limit = _capped(key, batch_size, max_batch_pixels)
         if limit == 1:
             yield [item]
             continue
