@@ -32,6 +32,7 @@ def test_wheel_contains_the_bundled_files(wheel):
     names = archive.namelist()
     assert "stylize/_bundled/models/multistyle26.safetensors" in names
     assert "stylize/cli/__init__.py" in names
+    assert "stylize/serve/static/index.html" in names  # the studio page of `stylize serve`
     for relative, digest in BUNDLED_SHA256.items():  # the models and the VGG16 weights, as recorded
         assert hashlib.sha256(archive.read(f"stylize/_bundled/{relative}")).hexdigest() == digest, relative
 

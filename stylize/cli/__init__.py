@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
 from stylize import __version__
-from stylize.cli import apply, export, info, sheet, train
+from stylize.cli import apply, export, info, serve, sheet, train
 from stylize.errors import EXIT_BAD_INPUT, EXIT_FAILURE, StylizeError, as_flags
 
 app = typer.Typer(
@@ -51,8 +51,13 @@ def _root(
         _debug["on"] = True
 
 
-for _module in (apply, sheet, info, train, export):
+for _module in (apply, sheet, serve, info, train, export):
     _module.register(app)
+
+
+def debug_on() -> bool:
+    """Whether ``--debug`` (or ``STYLIZE_DEBUG=1``) asked for tracebacks."""
+    return _debug["on"]
 
 
 def report_error(message: str) -> None:

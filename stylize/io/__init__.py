@@ -9,7 +9,7 @@ from stylize.lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
-        "decoding": ["GREYSCALE_MODES", "open_image", "pixels_of", "to_float"],
+        "decoding": ["GREYSCALE_MODES", "PixelLimitError", "open_image", "pixels_of", "to_float"],
         "encoding": ["OUTPUT_EXTENSIONS", "encode_image", "finish_image", "output_format", "quantize", "tensor_to_image"],
         "files": [
             "AtomicFile",

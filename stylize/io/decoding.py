@@ -197,13 +197,23 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, label: str) -> None:
         raise _too_many_pixels(label, size, max_pixels)
 
 
+class PixelLimitError(StylizeError):
+    """An image over the decompression-bomb guard's ``max_pixels``: a :class:`StylizeError` that callers who set the
+    limit themselves (a server) may tell from other bad input. ``size`` is None when only Pillow saw the size."""
+
+    def __init__(self, label: str, size: tuple[int, int] | None, max_pixels: int) -> None:
+        dims = f" is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} megapixels)," if size else " has"
+        super().__init__(
+            f"{label}{dims} more pixels than the limit of {max_pixels / 1e6:g} megapixels",
+            "if you trust this file, raise the limit with `max_pixels`",
+            EXIT_BAD_INPUT,
+        )
+        self.size = size
+        self.max_pixels = max_pixels
+
+
 def _too_many_pixels(label: str, size: tuple[int, int] | None, max_pixels: int) -> StylizeError:
-    dims = f" is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} megapixels)," if size else " has"
-    return StylizeError(
-        f"{label}{dims} more pixels than the limit of {max_pixels / 1e6:g} megapixels",
-        "if you trust this file, raise the limit with `max_pixels`",
-        EXIT_BAD_INPUT,
-    )
+    return PixelLimitError(label, size, max_pixels)
 
 
 def _unidentified_error(fp: BinaryIO, head: bytes, label: str) -> StylizeError:

@@ -47,6 +47,7 @@ class Photo:
     exif: bytes | None  # EXIF to carry into the output: orientation reset to 1, thumbnail dropped
     icc_profile: bytes | None
     frames: int = 1  # frames or pages in the source; only the first is stylized
+    source_format: str | None = None  # Pillow format of the source, e.g. "JPEG"; None for an in-memory image
 
     @property
     def size(self) -> tuple[int, int]:
@@ -82,7 +83,7 @@ def decode(source: ImageSource, options: ApplyOptions, name: str | None = None) 
     if loaded.alpha is not None:
         mask = loaded.alpha if loaded.alpha.size == rgb.size else loaded.alpha.resize(rgb.size, Image.Resampling.LANCZOS)
         alpha = np.array(mask, dtype=np.uint8)
-    return Photo(pixels_of(rgb), alpha, loaded.source_mode, loaded.exif, loaded.icc_profile, loaded.frames)
+    return Photo(pixels_of(rgb), alpha, loaded.source_mode, loaded.exif, loaded.icc_profile, loaded.frames, loaded.source_format)
 
 
 def stylize(
