@@ -78,9 +78,10 @@ def create_app(options: ServeOptions | None = None) -> FastAPI:
     def page() -> HTMLResponse:
         return HTMLResponse(resources.files("stylize.serve").joinpath("static/index.html").read_text(encoding="utf-8"))
 
-    @app.get("/v1/health", summary="Whether the server answers, and which models it has loaded")
+    @app.get("/v1/health", summary="Whether the server answers; the models loaded, with the batches and photos each has run")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "loaded": models.loaded()}
+        runs = {name: {"batches": worker.batches_run, "photos": worker.photos_run} for name, worker in models.workers().items()}
+        return {"status": "ok", "version": __version__, "loaded": list(runs), "models": runs}
 
     @app.get("/v1/models", summary="The models this server can load: the records of `stylize models --json`")
     def list_models() -> dict[str, Any]:

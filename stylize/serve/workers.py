@@ -188,8 +188,11 @@ class Models:
             return worker
 
     def loaded(self) -> list[str]:
+        return list(self.workers())
+
+    def workers(self) -> dict[str, ModelWorker]:
         with self._lock:
-            return list(self._workers)
+            return dict(self._workers)
 
     def close(self) -> None:
         with self._lock:
