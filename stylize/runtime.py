@@ -7,7 +7,10 @@ Two defaults of the C runtime cost more than any layer of the network:
   one-photo run's CPU time was system time; 324,000 page faults per 1080x1080 forward, 2,000-9,000 after).
   :func:`keep_freed_memory` turns off mmap for large blocks and heap trimming through ``mallopt``, which acts
   from inside the running process as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would from outside
-  (measured equal: system time 0.5 s -> 0.01 s per forward either way), so no re-exec is needed.
+  (measured equal: system time 0.5 s -> 0.01 s per forward either way), so no re-exec is needed. It also keeps every
+  thread on the main arena (``M_ARENA_MAX=1``): a thread's own arena lives in 64 MB heaps that cannot keep a forward
+  pass's blocks, and the network ran 1.33x slower in a thread other than the main one (1024x768, 2-core CPU: 0.476 s
+  against 0.358 s; 0.356 s with one arena), which is where ``stylize serve`` runs it.
 - OpenMP threads wait at every barrier between two ops, spinning or sleeping. Sleeping at once
   (``OMP_WAIT_POLICY=PASSIVE``) pays a wake-up at every barrier on a quiet machine (the 26-style network at 256x256
   on the 2-core machine: 19.5-22.3 ms against 10.0-11.4 ms spinning; at 1024x1024 151-158 against 142-144 ms); spinning
@@ -34,6 +37,7 @@ import time
 # mallopt parameter numbers from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,7 +55,8 @@ def keep_freed_memory() -> bool:
     # The largest C int: up to 2 GB of free memory at the top of the heap is kept rather than trimmed.
     trimmed = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     unmapped = mallopt(_M_MMAP_MAX, 0)
-    return bool(trimmed and unmapped)
+    one_arena = mallopt(_M_ARENA_MAX, 1)  # arenas made before this call stay; call it before threads start
+    return bool(trimmed and unmapped and one_arena)
 
 
 #: Spins of an idle GNU OpenMP thread before it sleeps on a quiet machine (libgomp's own default is 300,000, or 0 when
