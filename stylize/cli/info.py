@@ -23,7 +23,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
     if as_json:
         typer.echo(json.dumps({"models": records}, indent=2))
         return
-    table = Table(title="style models")
+    table = Table(title="style models", caption="every style on your own photo: stylize sheet PHOTO OUT [--model NAME]")
     for column in ("name", "origin", "styles", "default style", "path"):
         table.add_column(column)
     for r in records:

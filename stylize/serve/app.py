@@ -87,18 +87,13 @@ def create_app(options: ServeOptions | None = None) -> FastAPI:
     def list_models() -> dict[str, Any]:
         return {"models": model_records(), "loaded": models.loaded()}
 
-    app.post(
-        "/v1/stylize",
-        summary="Stylize one photo",
-        response_class=Response,
-        responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}, "description": "The stylized image."}},
-    )(_stylize_endpoint(models, options))
-    app.post(
-        "/v1/sheet",
-        summary="The photo in every style of a model, or with each painting, as one labelled grid",
-        response_class=Response,
-        responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}, "description": "The sheet image."}},
-    )(_sheet_endpoint(models, options))
+    image_answers = {200: {"content": {media: {} for media in MEDIA_TYPES.values()}, "description": "The image."}}
+    routes = [
+        ("/v1/stylize", "Stylize one photo", _stylize_endpoint),
+        ("/v1/sheet", "The photo in every style of a model, or with each painting, as one labelled grid", _sheet_endpoint),
+    ]
+    for path, summary, make in routes:
+        app.post(path, summary=summary, response_class=Response, responses=image_answers)(make(models, options))
     return app
 
 
