@@ -371,12 +371,22 @@ def field_help(cls: type) -> dict[str, str]:
     return helps
 
 
-#: What each ``init`` trains by default: (trainable, iterations). "random" is Johnson et al.'s recipe; "predicted" is the
-#: best model about 10 minutes of a 2-core laptop CPU make: every layer trains (after 300 steps that beats the norm rows
-#: alone after 1,000; docs/benchmarks/quality.md); "from" (a from_model given) trains only the new styles' norm rows,
-#: Dumoulin et al.'s recipe. The steps of "predicted" and "from" are per painting: each painting's style is learnt from
-#: the photos drawn for it.
-TRAIN_RECIPES: dict[str, tuple[str, int]] = {"random": ("all", 40_000), "predicted": ("all", 500), "from": ("norms", 500)}
+#: What each start trains by default: (trainable, iterations, time budget in seconds a painting, schedule). "random" is
+#: Johnson et al.'s recipe: a fixed 40,000 steps at a constant rate. "predicted" is the best model a time budget makes:
+#: every layer trains (after 300 steps that beats the norm rows alone after 1,000; docs/benchmarks/quality.md), for as
+#: many steps as 10 minutes of this machine hold (measured on the first steps), with the rate decaying to zero over
+#: them; "from" (a from_model given) trains only the new styles' norm rows, Dumoulin et al.'s recipe, in the same time.
+#: Budgets are per painting: each painting's style is learnt from the photos drawn for it.
+TRAIN_RECIPES: dict[str, tuple[str, int | None, float | None, str]] = {
+    "random": ("all", 40_000, None, "constant"),
+    "predicted": ("all", None, 600.0, "cosine"),
+    "from": ("norms", None, 600.0, "cosine"),
+}
+#: Learning-rate schedules: "constant", or "cosine" (a linear warm-up over the first WARMUP_STEPS, then a cosine decay
+#: to zero at the last step). The warm-up does not depend on the step count, so a run planned from a time budget can
+#: time its first steps before it fixes the count.
+SCHEDULES = ("constant", "cosine")
+WARMUP_STEPS = 20
 #: Adam's learning rate when ``lr`` is None: Johnson et al.'s, except when every layer of an already trained network
 #: trains (a predicted or from_model start): a quarter of it keeps more of the photo and reaches the style sooner there
 #: (docs/benchmarks/quality.md).
@@ -414,13 +424,17 @@ class LossConfig:
     style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
     # Weight of each style layer, in the order of style_layers.
     style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    # Multiplies the border term (stylize.training.losses.border_loss): the squared difference, in [0, 1] pixels,
+    # between a crop's output and the network's own output on a view BORDER_MARGIN pixels wider on every side. It keeps
+    # marks bound to the frame (a blob in a corner, lines along the edges) out of trained models. 0: off.
+    border_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.style_layer_weights) != len(self.style_layers):
             raise StylizeError("`style_layer_weights` needs one weight per style layer")
-        if min(self.content_weight, self.style_weight, self.tv_weight) < 0 or self.style_size < 0:
+        if min(self.content_weight, self.style_weight, self.tv_weight, self.border_weight) < 0 or self.style_size < 0:
             raise StylizeError(
-                "`content_weight`, `style_weight`, `tv_weight` and `style_size` must be >= 0"
+                "`content_weight`, `style_weight`, `tv_weight`, `border_weight` and `style_size` must be >= 0"
             )
 
 
@@ -442,10 +456,17 @@ class TrainConfig:
     init: str = "predicted"
     # What trains: "norms" (only the conditional-norm gamma/beta rows) or "all". None: the init's recipe (TRAIN_RECIPES).
     trainable: str | None = None
-    # Optimiser steps; ignored when epochs is set. None: the init's recipe (TRAIN_RECIPES).
+    # Time budget of the whole run, e.g. 10m, 90s or 1.5h: the step count is planned from the step time measured on the
+    # first steps. None: the start's recipe (TRAIN_RECIPES: 10 minutes a painting, or 40,000 steps for init random).
+    time: str | None = None
+    # Optimiser steps, instead of a time budget (a run planned from a budget records its count: this reproduces it).
     iterations: int | None = None
-    # Passes over the content photos instead of a fixed number of iterations.
+    # Passes over the content photos, instead of a time budget or iterations.
     epochs: float | None = None
+    # Learning-rate schedule: "cosine" (warm-up, then decay to zero at the last step) or "constant". None: the start's.
+    schedule: str | None = None
+    # Decay of an exponential moving average of the weights, which the model file then holds; 0: the last weights.
+    ema: float = 0.0
     # Images per optimiser step across all processes (each of K distributed processes takes batch_size / K).
     batch_size: int = 4
     # Side of the square training crops in pixels.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import os
 import socket
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from stylize.cli.train import register
-from stylize.config import ARCHITECTURES, LossConfig, TrainConfig
+from stylize.config import ARCHITECTURES, WARMUP_STEPS, LossConfig, TrainConfig
 from stylize.devices import autocast_dtype, cpu_has_fast_bf16
 from stylize.errors import StylizeError
 from stylize.network.generator import Generator
@@ -28,6 +29,8 @@ from stylize.training.checkpoint import load_checkpoint
 from stylize.training.data import ContentStream, find_photos
 from stylize.training.loop import train
 from stylize.training.losses import PerceptualLoss
+from stylize.training.schedule import learning_rate_factor, plan_steps
+from stylize.training.setup import Recipe, check_config, recipe
 from tests.conftest import invoke
 
 
@@ -422,9 +425,10 @@ class _Stop(Exception):
     pass
 
 
-def test_bare_recipe_plans_500_steps_per_painting_and_says_so(data: dict[str, Path], tmp_path: Path, caplog) -> None:
-    """No init, trainable or iterations given: the predicted-style recipe, every layer, 500 steps for each painting."""
-    totals: list[int] = []
+def test_bare_recipe_plans_ten_minutes_per_painting_and_says_so(data: dict[str, Path], tmp_path: Path, caplog) -> None:
+    """No init, trainable, time or iterations given: the predicted-style recipe, every layer, a budget of 10 minutes for
+    each painting, its steps not known until the first ones are timed."""
+    totals: list[int | None] = []
 
     def stop(progress) -> None:
         totals.append(progress.total_steps)
@@ -433,10 +437,106 @@ def test_bare_recipe_plans_500_steps_per_painting_and_says_so(data: dict[str, Pa
     paintings = (str(data["style_a"]), str(data["style_b"]))
     bare = dataclasses.replace(TrainConfig(style=paintings), content_dir=str(data["content"]), out=str(tmp_path / "m.safetensors"),
                                batch_size=2, image_size=32, device="cpu", workers=0, loss=LossConfig(style_size=32))  # fmt: skip
+    assert recipe(bare) == Recipe("predicted", "all", None, 2.5e-4, 1200.0, "cosine")
     caplog.set_level("INFO", logger="stylize")
     with pytest.raises(_Stop):
         train(bare, on_step=stop)
-    assert totals == [1000]
+    assert totals == [None]
     plan = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("plan:"))
-    assert "1000 steps" in plan and "starting from the predicted style, training every layer" in plan
-    assert "about" in plan and "s a step" in plan  # the estimate comes before the first step
+    assert "20 min budget" in plan and "starting from the predicted style, training every layer" in plan
+    assert "timing the first steps" in plan
+
+
+def test_recipes_keep_fixed_counts_where_asked() -> None:
+    """init random keeps Johnson et al.'s 40,000 steps unless given a time; iterations and epochs replace a budget."""
+    random = TrainConfig(style=("a.jpg",), init="random")
+    assert recipe(random) == Recipe("random", "all", 40_000, 1e-3, None, "constant")
+    assert recipe(dataclasses.replace(random, time="1.5h")) == Recipe("random", "all", None, 1e-3, 5400.0, "constant")
+    predicted = TrainConfig(style=("a.jpg",))
+    assert recipe(dataclasses.replace(predicted, iterations=300))[2:] == (300, 2.5e-4, None, "cosine")
+    assert recipe(dataclasses.replace(predicted, epochs=2.0)).seconds is None
+    assert recipe(dataclasses.replace(predicted, time="90s", schedule="constant")) == Recipe("predicted", "all", None, 2.5e-4, 90.0, "constant")
+    assert recipe(TrainConfig(style=("a.jpg",), from_model="multistyle26")).seconds == 600.0
+    for bad in ("ten", "-5m", "0s", "inf"):
+        with pytest.raises(StylizeError, match="time must be"):
+            check_config(dataclasses.replace(predicted, time=bad))
+    with pytest.raises(StylizeError, match="not both"):
+        check_config(dataclasses.replace(predicted, time="5m", iterations=10))
+    with pytest.raises(StylizeError, match="unknown schedule"):
+        check_config(dataclasses.replace(predicted, schedule="linear"))
+
+
+def test_the_learning_rate_warms_up_then_decays_to_zero_at_the_last_step() -> None:
+    assert learning_rate_factor(0, None, "cosine") == pytest.approx(1 / WARMUP_STEPS)
+    assert learning_rate_factor(WARMUP_STEPS - 1, None, "cosine") == 1.0  # the warm-up needs no count: a budget is planned in it
+    total = WARMUP_STEPS + 100
+    assert learning_rate_factor(WARMUP_STEPS, total, "cosine") == 1.0
+    assert learning_rate_factor(WARMUP_STEPS + 50, total, "cosine") == pytest.approx(0.5)
+    assert learning_rate_factor(total - 1, total, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.99)))
+    assert learning_rate_factor(5000, None, "constant") == 1.0
+    with pytest.raises(ValueError):
+        learning_rate_factor(WARMUP_STEPS, None, "cosine")
+
+
+def test_planned_steps_fill_what_is_left_of_the_budget() -> None:
+    # a 600 s budget, 10 s spent on set-up and 13 timed steps, 0.5 s a step, 8 steps' worth kept for saving
+    assert plan_steps(13, 10.0, 0.5, 600.0) == 13 + (600 - 10 - 4) / 0.5
+    assert plan_steps(13, 700.0, 0.5, 600.0) == 13  # the budget is spent: the run ends after its timed steps
+
+
+def test_a_time_budget_is_planned_recorded_and_reproduced_by_its_count(data: dict[str, Path], tmp_path: Path, caplog) -> None:
+    """The run times its first steps, fixes its count within the budget and records it; a rerun with that count as
+    iterations makes the same model."""
+    caplog.set_level("INFO", logger="stylize")
+    totals: list[int | None] = []
+    budgeted = tiny_config(data, tmp_path / "t.safetensors", iterations=None, time="3s", schedule="cosine")
+    model = load_model(train(budgeted, on_step=lambda progress: totals.append(progress.total_steps)))
+    planned, seconds = model.training["iterations"], model.training["step_seconds"]
+    assert model.training["steps"] == planned and model.training["time_budget_s"] == 3.0
+    assert planned >= 13 and planned * seconds <= 3.0
+    assert totals[0] is None and totals[-1] == planned and len(totals) == planned
+    plans = [record.getMessage() for record in caplog.records if record.getMessage().startswith("plan:")]
+    assert "3 s budget" in plans[0] and "timing the first steps" in plans[0]
+    assert f"3 s budget: {planned} steps" in plans[1] and f"({seconds:.2f} s a step)" in plans[1]
+
+    rerun = train(tiny_config(data, tmp_path / "i.safetensors", iterations=planned, schedule="cosine"))
+    assert load_model(rerun).training["time_budget_s"] is None
+    expected, actual = weights(tmp_path / "t.safetensors"), weights(rerun)
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_an_interrupted_budget_resumes_to_the_count_it_planned(data: dict[str, Path], tmp_path: Path) -> None:
+    """Resumed, a budget's run ends at the step count the first run planned, with the weight average it kept: the
+    same model as an uninterrupted run of that count."""
+
+    def interrupt(progress) -> None:
+        if progress.step == 16:
+            raise KeyboardInterrupt
+
+    budgeted = tiny_config(data, tmp_path / "b.safetensors", iterations=None, time="3s", schedule="cosine", ema=0.9)
+    with pytest.raises(StylizeError, match="interrupted at step 16"):
+        train(budgeted, on_step=interrupt)
+    planned = json.loads(load_checkpoint(tmp_path / "b.ckpt")["train_config"])["iterations"]
+    assert planned >= 16
+    resumed = train(dataclasses.replace(budgeted, resume="auto"))
+    assert load_model(resumed).training["steps"] == planned
+    reference = train(tiny_config(data, tmp_path / "r.safetensors", iterations=planned, schedule="cosine", ema=0.9))
+    expected, actual = weights(reference), weights(resumed)
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    last = train(tiny_config(data, tmp_path / "l.safetensors", iterations=planned, schedule="cosine"))
+    assert any(not torch.equal(weights(last)[key], expected[key]) for key in expected)  # the file holds the average
+
+
+def test_the_border_term_is_minimised_and_logged(data: dict[str, Path], tmp_path: Path) -> None:
+    """With a border weight, each crop's output is compared with the network's output on a wider view: the term is part
+    of what is minimised and of the log."""
+    bordered = tiny_config(data, tmp_path / "m.safetensors", iterations=4, log=str(tmp_path / "log.jsonl"),
+                           loss=LossConfig(style_size=32, border_weight=1e6))  # fmt: skip
+    train(bordered)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(line["border"] > 0 for line in lines)
+    assert all(line["total"] == pytest.approx(line["content"] + line["style"] + line["tv"] + line["border"]) for line in lines)
+    train(tiny_config(data, tmp_path / "p.safetensors", iterations=4, log=str(tmp_path / "plain.jsonl")))
+    assert all(json.loads(line)["border"] == 0 for line in (tmp_path / "plain.jsonl").read_text().splitlines())

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from stylize.config import GeneratorConfig, TrainConfig
+from stylize.config import WARMUP_STEPS, GeneratorConfig, TrainConfig
 from stylize.devices import autocast_dtype
 from stylize.distributed import Launch
 from stylize.errors import EXIT_FAILURE, StylizeError
@@ -36,7 +36,8 @@ from stylize.io import remove_stale_temporaries_of
 from stylize.network import Generator, StyleModel, save_model
 from stylize.training.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from stylize.training.data import ContentStream, find_photos, load_crop, load_style_image
-from stylize.training.losses import LossTerms, PerceptualLoss
+from stylize.training.losses import BORDER_MARGIN, LossTerms, PerceptualLoss, border_loss
+from stylize.training.schedule import UNTIMED_STEPS, WeightAverage, learning_rate_factor, plan_steps
 from stylize.training.setup import (
     build_generator,
     check_config,
@@ -62,7 +63,7 @@ class TrainProgress:
     """What ``on_step`` receives after every optimiser step (losses are the weighted terms, averaged over processes)."""
 
     step: int
-    total_steps: int
+    total_steps: int | None  # None while a time budget is not planned yet (the first steps)
     content: float
     style: float
     tv: float
@@ -84,13 +85,24 @@ def compute_losses(
     num_styles: int,
     first_new_style: int,
     autocast_dtype: torch.dtype | None,
+    border_margin: int = 0,
 ) -> LossTerms:
-    """Forward pass of one training step: stylize ``images`` ``(b, 3, S, S)`` with their styles ``(b,)``, score them."""
+    """Forward pass of one training step: stylize ``images`` ``(b, 3, S, S)`` with their styles ``(b,)``, score them.
+
+    With ``border_margin`` m the images are views m pixels wider on every side than the crops that are stylized and
+    scored, and the border term compares each crop's output with the network's own output on its view, cut to the
+    crop (no gradient flows through the view's pass)."""
     style_weights = F.one_hot(style_index, num_styles).float()  # (b, S)
+    crops = images[..., border_margin:-border_margin, border_margin:-border_margin] if border_margin else images
     enabled = autocast_dtype is not None
     with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
-        output = model(images, style_weights)
-        return loss_fn(output, images, style_index - first_new_style)  # the loss holds only the styles being trained
+        output = model(crops, style_weights)
+        terms = loss_fn(output, crops, style_index - first_new_style)  # the loss holds only the styles being trained
+        if border_margin:
+            with torch.no_grad():
+                wider = model(images, style_weights)[..., border_margin:-border_margin, border_margin:-border_margin]
+            terms.border = border_loss(output, wider) * loss_fn.config.border_weight
+    return terms
 
 
 def apply_gradients(terms: LossTerms, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
@@ -127,6 +139,7 @@ def train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None =
 
     ``on_step`` receives a :class:`TrainProgress` after every step; ``progress=True`` draws a ``tqdm.auto`` bar instead.
     """
+    started = time.perf_counter()  # a time budget counts from here: set-up and saving are part of the run
     check_config(config)
     launch = Launch.from_env()
     device = training_device(config.device, launch)
@@ -145,10 +158,10 @@ def train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None =
                 )
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             try:
-                return _train(config, on_step, launch, device)
+                return _train(config, on_step, launch, device, started)
             finally:
                 dist.destroy_process_group()
-        return _train(config, on_step, launch, device)
+        return _train(config, on_step, launch, device, started)
     finally:
         if bar is not None:
             bar.close()
@@ -182,7 +195,12 @@ class _Run:
     autocast: torch.dtype | None
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    total_steps: int
+    total_steps: int | None  # None until a time budget is turned into steps (after the first steps are timed)
+    budget: float | None  # seconds, while the steps are not planned yet
+    started: float  # time.perf_counter() when train() was called
+    lr: float  # the base rate; each step's is learning_rate_factor of it
+    schedule: str
+    average: WeightAverage | None
     start_step: int
     model: nn.Module  # the generator as the step runs it: DDP-wrapped and/or compiled
     settings: dict[str, Any] = field(default_factory=dict)  # recorded in checkpoints and the model file
@@ -202,12 +220,15 @@ class _Run:
             "styles": self.style_names,
             "generator_config": self.generator.config.to_dict(),
             "train_config": json.dumps(self.settings),
+            "average": None if self.average is None else self.average.state_dict(),
         }
         return save_checkpoint(state, self.checkpoint)
 
 
-def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None, launch: Launch, device: torch.device) -> Path:
-    run = _prepare(config, launch, device)
+def _train(
+    config: TrainConfig, on_step: Callable[[TrainProgress], None] | None, launch: Launch, device: torch.device, started: float
+) -> Path:
+    run = _prepare(config, launch, device, started)
     step, last_terms = _loop(run, on_step)
     if launch.is_main:
         _save(run, step, last_terms)
@@ -216,7 +237,7 @@ def _train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None,
     return run.out
 
 
-def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
+def _prepare(config: TrainConfig, launch: Launch, device: torch.device, started: float) -> _Run:
     """Styles, photos, network, loss, optimiser and (with resume) the restored state of a run."""
     styles = [load_style_image(spec, config.loss.style_size) for spec in config.style]
     new_names = [name for name, _ in styles]
@@ -239,32 +260,36 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
     if launch.is_main:  # what a killed run of this model left: a half-written checkpoint or model file
         remove_stale_temporaries_of(out)
         remove_stale_temporaries_of(ckpt_path)
-    start, trainable, iterations, lr = recipe(config)
+    plan = recipe(config)
     generator.to(device=device, memory_format=torch.channels_last)
-    parameters = trainable_parameters(generator, first_new, norms_only=trainable == "norms")
+    parameters = trainable_parameters(generator, first_new, norms_only=plan.trainable == "norms")
 
     vgg = load_vgg16(config.loss_net, config.vgg_weights).to(device=device, memory_format=torch.channels_last)
     loss_fn = PerceptualLoss(vgg, config.loss)
     loss_fn.set_styles([image.to(device) for _, image in styles])  # fp32 targets, once per style
 
     autocast = autocast_dtype(config.precision, device)
-    optimizer = torch.optim.Adam(parameters, lr=lr)
+    optimizer = torch.optim.Adam(parameters, lr=plan.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
-    total_steps = iterations
+    average = WeightAverage(generator, config.ema) if config.ema else None
+    total_steps = plan.iterations
     if config.epochs is not None:
         total_steps = max(1, math.ceil(config.epochs * len(photos) / config.batch_size))
 
     start_step = 0
     resume_path = _resume_path(config.resume, ckpt_path)
     if resume_path is not None:
-        start_step = _restore(resume_path, generator, optimizer, scaler, style_names, config)
+        start_step, planned = _restore(resume_path, generator, optimizer, scaler, average, style_names, config)
+        if plan.seconds is not None and planned is not None:
+            total_steps = planned  # the count the interrupted run planned from its budget: the resumed run ends as it would have
         if launch.is_main:
             log.info("resumed from %s at step %d", resume_path, start_step)
 
     model: nn.Module = generator
     if launch.world_size > 1:
         model = nn.parallel.DistributedDataParallel(generator, device_ids=[device.index] if device.type == "cuda" else None)
-    if should_compile(config.compile, total_steps - start_step, launch, device):
+    # A budget's steps are not known yet: it runs eagerly (a compile would spend the budget before it is measured).
+    if total_steps is not None and should_compile(config.compile, total_steps - start_step, launch, device):
         # Only the training step runs compiled: previews and the saved weights use `generator` itself.
         model = torch.compile(model, dynamic=False)
         loss_fn.vgg = torch.compile(loss_fn.vgg, dynamic=False)
@@ -272,10 +297,13 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
             log.info("compiling generator and loss network (about a minute before the first step)")
     settings = {
         **config.to_dict(),
-        "start": start,
-        "trainable": trainable,
-        "iterations": iterations,
-        "lr": lr,
+        "start": plan.start,
+        "trainable": plan.trainable,
+        "iterations": total_steps,  # a budget's count is filled in once planned
+        "time_budget_s": plan.seconds,
+        "lr": plan.lr,
+        "schedule": plan.schedule,
+        "warmup_steps": WARMUP_STEPS if plan.schedule == "cosine" else 0,
         "style": [Path(spec).name for spec in config.style],  # names, never this machine's paths
         "precision_used": str(autocast).removeprefix("torch.") if autocast else "float32",
         "world_size": launch.world_size,
@@ -285,37 +313,56 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device) -> _Run:
     for key in ("content_dir", "out", "log", "resume", "from_model", "vgg_weights"):
         if settings.get(key):
             settings[key] = Path(settings[key]).name
-    return _Run(config, launch, device, generator, style_names, first_new, held_out, photos, out, ckpt_path, loss_fn, autocast,
-                optimizer, scaler, total_steps, start_step, model, settings)  # fmt: skip
+    return _Run(
+        config=config, launch=launch, device=device, generator=generator, style_names=style_names, first_new=first_new,
+        held_out=held_out, photos=photos, out=out, checkpoint=ckpt_path, loss_fn=loss_fn, autocast=autocast, optimizer=optimizer,
+        scaler=scaler, total_steps=total_steps, budget=plan.seconds if total_steps is None else None, started=started,
+        lr=plan.lr, schedule=plan.schedule, average=average, start_step=start_step, model=model, settings=settings,
+    )
 
 
 def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[int, dict[str, float]]:
-    """The optimiser steps from ``run.start_step`` to ``run.total_steps``; returns the last step and its loss terms."""
+    """The optimiser steps from ``run.start_step`` to ``run.total_steps`` (planned from the budget on the way when there
+    is one); returns the last step and its loss terms."""
     config, launch = run.config, run.launch
+    margin = BORDER_MARGIN if config.loss.border_weight else 0
     stream = ContentStream(
-        run.photos, config.image_size, config.batch_size, run.num_styles - run.first_new, config.seed, run.first_new,
-        launch.rank, launch.world_size,
+        run.photos, config.image_size + 2 * margin, config.batch_size, run.num_styles - run.first_new, config.seed,
+        run.first_new, launch.rank, launch.world_size,
     )  # fmt: skip
     if launch.is_main:
-        seconds = _step_seconds(run, stream) if launch.world_size == 1 and run.start_step < run.total_steps else None
-        log.info("%s", plan_text(run, seconds))
-    batches = _batches(stream, run.start_step, run.total_steps, config.workers, run.device)
+        log.info("%s", plan_text(run, None))
+    # A budget's run reads batches until it has planned its count: the data position is the step either way.
+    stop = run.total_steps if run.total_steps is not None else run.start_step + 2**40
+    batches = _batches(stream, run.start_step, stop, config.workers, run.device)
     log_file = Path(config.log).open("a") if (config.log and launch.is_main) else None
     step = run.start_step
     started = time.perf_counter()
     window_start, window_steps = started, 0
+    timer = _StepTimer(run.start_step)
     last_terms: dict[str, float] = {}
     try:
         run.generator.train()
         for images, style_index in batches:
-            terms = compute_losses(run.model, run.loss_fn, images, style_index, run.num_styles, run.first_new, run.autocast)
-            content, style, tv = _reduced_terms(terms, launch)
-            if not all(math.isfinite(v) for v in (content, style, tv)):
-                raise _not_finite(run, content + style + tv, step + 1)
+            if run.total_steps is not None and step >= run.total_steps:
+                break
+            for group in run.optimizer.param_groups:
+                group["lr"] = run.lr * learning_rate_factor(step, run.total_steps, run.schedule)
+            terms = compute_losses(
+                run.model, run.loss_fn, images, style_index, run.num_styles, run.first_new, run.autocast, margin
+            )
+            content, style, tv, border = _reduced_terms(terms, launch)
+            if not all(math.isfinite(v) for v in (content, style, tv, border)):
+                raise _not_finite(run, content + style + tv + border, step + 1)
             apply_gradients(terms, run.optimizer, run.scaler)
+            if run.average is not None:
+                run.average.update(run.generator)
             step += 1
             window_steps += 1
-            last_terms = {"content": content, "style": style, "tv": tv}
+            timer.stepped(step, run.device)
+            if run.total_steps is None and step >= run.start_step + min(WARMUP_STEPS, UNTIMED_STEPS + 10):
+                _plan_from_budget(run, step, timer.seconds())
+            last_terms = {"content": content, "style": style, "tv": tv, "border": border}
             saved = preview = None
             if launch.is_main and (step % config.checkpoint_every == 0 or step == run.total_steps):
                 saved = run.save_checkpoint(step)
@@ -326,17 +373,19 @@ def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[i
             speed = window_steps * config.batch_size / max(now - window_start, 1e-9)
             if step % config.log_every == 0 or step == run.total_steps:
                 if log_file is not None:
-                    record = {"step": step, **last_terms, "total": content + style + tv, "images_per_s": round(speed, 3)}
+                    record = {"step": step, **last_terms, "total": content + style + tv + border, "images_per_s": round(speed, 3)}
                     log_file.write(json.dumps({**record, "elapsed_s": round(now - started, 3)}) + "\n")
                     log_file.flush()
                 window_start, window_steps = now, 0
             if on_step is not None and launch.is_main:
                 on_step(TrainProgress(step, run.total_steps, content, style, tv, speed, now - started, saved, preview))
+            if step == run.total_steps:
+                break
     except KeyboardInterrupt:
         if launch.is_main:
             saved = run.save_checkpoint(step)
             raise StylizeError(
-                f"interrupted at step {step} of {run.total_steps}; checkpoint saved to {saved}",
+                f"interrupted at step {step} of {run.total_steps or 'a budget not yet planned'}; checkpoint saved to {saved}",
                 "continue with the same command plus `resume=auto`",
                 exit_code=EXIT_INTERRUPTED
             ) from None
@@ -347,17 +396,57 @@ def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[i
     return step, last_terms
 
 
+class _StepTimer:
+    """Seconds per optimiser step over the steps after the first :data:`UNTIMED_STEPS` of this process."""
+
+    def __init__(self, first_step: int) -> None:
+        self.first_timed = first_step + UNTIMED_STEPS
+        self.start: float | None = None
+        self.steps = 0
+        self.last = 0.0
+
+    def stepped(self, step: int, device: torch.device) -> None:
+        if step < self.first_timed:
+            return
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # time the work, not its queueing
+        self.last = time.perf_counter()
+        if self.start is None:
+            self.start = self.last
+        else:
+            self.steps += 1
+
+    def seconds(self) -> float | None:
+        return (self.last - self.start) / self.steps if self.start is not None and self.steps else None
+
+
+def _plan_from_budget(run: _Run, step: int, step_seconds: float | None) -> None:
+    """Fix the run's step count from its budget and the measured step time (every process takes rank 0's plan)."""
+    assert run.budget is not None and step_seconds is not None
+    planned = torch.tensor([plan_steps(step, time.perf_counter() - run.started, step_seconds, run.budget)])
+    if run.launch.world_size > 1:
+        dist.broadcast(planned, src=0)
+    run.total_steps = int(planned.item())
+    run.settings.update(iterations=run.total_steps, step_seconds=round(step_seconds, 4))
+    if run.launch.is_main:
+        log.info("%s", plan_text(run, step_seconds))
+
+
 def plan_text(run: _Run, step_seconds: float | None) -> str:
-    """One line saying what the run will do, and how long it should take here."""
+    """One line saying what the run will do; with a measured ``step_seconds``, how many steps and how long here."""
     plan = recipe(run.config)
     begin = {"predicted": "the predicted style", "random": "random weights", "from": f"{Path(run.config.from_model or '').name}"}[plan.start]
-    steps = run.total_steps - run.start_step
-    text = (
-        f"plan: {steps} steps of {run.config.batch_size} crops of {run.config.image_size} px from {len(run.photos)} photos, "
-        f"starting from {begin}, training {'the norm parameters' if plan.trainable == 'norms' else 'every layer'}"
+    what = (
+        f"{run.config.batch_size} crops of {run.config.image_size} px from {len(run.photos)} photos, starting from {begin}, "
+        f"training {'the norm parameters' if plan.trainable == 'norms' else 'every layer'}, {plan.schedule} rate from {plan.lr:g}"
     )
+    if run.total_steps is None:
+        return f"plan: {_duration(run.budget or 0)} budget of {what}; timing the first steps"
+    steps = run.total_steps - run.start_step
+    budget = f"{_duration(run.settings['time_budget_s'])} budget: " if run.settings.get("time_budget_s") else ""
+    text = f"plan: {budget}{steps} steps of {what}"
     if step_seconds is not None:
-        text += f"; about {_duration(steps * step_seconds)} on this machine ({step_seconds:.2f} s a step)"
+        text += f"; about {_duration(steps * step_seconds)} of steps on this machine ({step_seconds:.2f} s a step)"
     return text
 
 
@@ -369,32 +458,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _step_seconds(run: _Run, stream: ContentStream) -> float:
-    """Seconds one step takes, from a timed forward and backward pass on the run's first batch (the second of two: the
-    first pays for kernel set-up). Nothing is updated: the gradients are dropped, and the data position is untouched."""
-    images, style_index = stream[run.start_step]
-    images = images.to(run.device).contiguous(memory_format=torch.channels_last)
-    style_index = style_index.to(run.device)
-    seconds = 0.0
-    for _ in range(2):
-        started = time.perf_counter()
-        terms = compute_losses(run.model, run.loss_fn, images, style_index, run.num_styles, run.first_new, run.autocast)
-        run.scaler.scale(terms.total).backward()
-        if run.device.type == "cuda":
-            torch.cuda.synchronize(run.device)
-        seconds = time.perf_counter() - started
-        run.optimizer.zero_grad(set_to_none=True)
-    return seconds
-
-
-def _reduced_terms(terms: LossTerms, launch: Launch) -> tuple[float, float, float]:
-    """The step's loss terms as floats, averaged over processes (every rank sees the same, so all stop together on NaN)."""
-    values = torch.stack([terms.content, terms.style, terms.tv]).detach().float()
+def _reduced_terms(terms: LossTerms, launch: Launch) -> tuple[float, float, float, float]:
+    """The step's loss terms (content, style, tv, border) as floats, averaged over processes (every rank sees the same,
+    so all stop together on NaN)."""
+    values = torch.stack([terms.content, terms.style, terms.tv, torch.as_tensor(terms.border, device=terms.content.device)]).detach().float()
     if launch.world_size > 1:
         dist.all_reduce(values)
         values /= launch.world_size
-    content, style, tv = values.tolist()
-    return content, style, tv
+    content, style, tv, border = values.tolist()
+    return content, style, tv, border
 
 
 def _not_finite(run: _Run, total: float, step: int) -> StylizeError:
@@ -414,7 +486,8 @@ def _save(run: _Run, step: int, last_terms: dict[str, float]) -> None:
     from stylize.training.data import resolve_style
 
     final = Generator(run.generator.config)
-    final.load_state_dict({k: v.detach().float().cpu().contiguous() for k, v in run.generator.state_dict().items()})
+    weights = run.generator.state_dict() if run.average is None else run.average.weights(run.generator)
+    final.load_state_dict({k: v.detach().float().cpu().contiguous() for k, v in weights.items()})
     paintings = [{"name": resolve_style(spec).stem, "sha256": sha256_of(resolve_style(spec))} for spec in run.config.style]
     model_file = StyleModel(
         generator=final,
@@ -499,10 +572,12 @@ def _restore(
     generator: Generator,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
+    average: WeightAverage | None,
     style_names: list[str],
     config: TrainConfig,
-) -> int:
-    """Load a checkpoint into the run's objects; returns the number of finished steps."""
+) -> tuple[int, int | None]:
+    """Load a checkpoint into the run's objects; returns the number of finished steps and the run's step count (None
+    when its budget was not planned yet)."""
     state = load_checkpoint(path)
     if state["styles"] != style_names or GeneratorConfig.from_dict(state["generator_config"]) != generator.config:
         raise StylizeError(
@@ -513,8 +588,13 @@ def _restore(
     changed = [key for key in ("seed", "batch_size", "image_size") if saved.get(key) != getattr(config, key)]
     if changed:
         log.warning("resuming with a different %s: the run will not match an uninterrupted one", ", ".join(changed))
+    if (average is None) != (state.get("average") is None):
+        raise StylizeError(f"{path.name} was saved {'with' if average is None else 'without'} a weight average", "resume with the same `ema`")
     generator.load_state_dict(state["generator"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
+    if average is not None:
+        average.load_state_dict(state["average"])
     set_rng_states(state["rng"])
-    return int(state["step"])
+    planned = saved.get("iterations")
+    return int(state["step"]), None if planned is None else int(planned)

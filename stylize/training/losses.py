@@ -20,6 +20,10 @@ from stylize.config import LossConfig
 from stylize.network import is_channels_last
 from stylize.training.vgg import VGG16Features
 
+#: How much wider, on every side, the view is whose output a crop's output must equal (border_loss): about as far as
+#: the frame visibly reaches into the output of the generators trained here (docs/paintings.md).
+BORDER_MARGIN = 32
+
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Normalised Gram matrix ``G[b, i, j] = sum_{h,w} F[b, i, h, w] * F[b, j, h, w] / (C * H * W)``.
@@ -111,17 +115,26 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return horizontal + vertical
 
 
+def border_loss(output: torch.Tensor, wider_output: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between a crop's output and the output of a larger view of the same photo cut to the
+    crop (both ``(B, 3, H, W)`` in ``[0, 1]``): zero when the network paints the crop's edges as it paints the same
+    place inside the larger photo, i.e. when nothing in its output is bound to the frame."""
+    return F.mse_loss(output.float(), wider_output.float())
+
+
 @dataclass
 class LossTerms:
-    """The weighted terms of one loss evaluation (scalars) and their sum, which is what gets minimised."""
+    """The weighted terms of one loss evaluation (scalars) and their sum, which is what gets minimised. ``border`` is
+    a training term only (see :func:`border_loss`), not part of a picture's perceptual loss."""
 
     content: torch.Tensor
     style: torch.Tensor
     tv: torch.Tensor
+    border: torch.Tensor | float = 0.0
 
     @property
     def total(self) -> torch.Tensor:
-        return self.content + self.style + self.tv
+        return self.content + self.style + self.tv + self.border
 
 
 class PerceptualLoss(nn.Module):

@@ -1,6 +1,7 @@
 """How a training run starts: its settings checked, its recipe, the network it starts from, what trains.
 
-- :func:`recipe`: where the network starts ("predicted", "random", or "from" a model) and the defaults of that start;
+- :func:`recipe`: where the network starts ("predicted", "random", or "from" a model) and the defaults of that start:
+  what trains, for how long (a step count or a time budget), at which rate and schedule;
 - :func:`build_generator`: fresh weights, the arbitrary-style network with each painting's predicted norm rows, or an
   existing model with new rows appended;
 - :func:`trainable_parameters`: all, or only the norm tables (and then only the new rows).
@@ -14,7 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from stylize.config import ARCHITECTURES, FINE_TUNING_RATE, INITS, LEARNING_RATE, TRAIN_RECIPES, TrainConfig
+from stylize.config import ARCHITECTURES, FINE_TUNING_RATE, INITS, LEARNING_RATE, SCHEDULES, TRAIN_RECIPES, TrainConfig
 from stylize.devices import PRECISIONS, resolve_device
 from stylize.distributed import Launch
 from stylize.engine import COMPILE_MODES
@@ -41,8 +42,14 @@ def check_config(config: TrainConfig) -> None:
         raise StylizeError(f"unknown precision {config.precision!r}", f"use `precision` {', '.join(PRECISIONS)}")
     if config.compile not in COMPILE_MODES:
         raise StylizeError(f"unknown compile mode {config.compile!r}", f"use `compile` {', '.join(COMPILE_MODES)}")
+    if config.time is not None and (config.iterations is not None or config.epochs is not None):
+        raise StylizeError("give a time budget or a step count (`iterations`, `epochs`), not both", "drop `time` or `iterations`")
+    if config.schedule not in (None, *SCHEDULES):
+        raise StylizeError(f"unknown schedule {config.schedule!r}", f"use `schedule` {', '.join(SCHEDULES)}")
+    if not 0.0 <= config.ema < 1.0:
+        raise StylizeError(f"`ema` must be at least 0 and below 1, got {config.ema}", "e.g. `ema=0.995`, or 0 for none")
     plan = recipe(config)
-    positive = {"iterations": plan.iterations, "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
+    positive = {"iterations": plan.iterations or 1, "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
     positive["log_every"] = config.log_every
     for name, value in positive.items():
         if value < 1:
@@ -83,26 +90,44 @@ def checkpoint_path(out: Path) -> Path:
 
 class Recipe(NamedTuple):
     """What a run does: ``start`` is "from" (a from_model given), "predicted" or "random"; ``trainable`` "all" or
-    "norms"; the optimiser steps and Adam's learning rate."""
+    "norms"; the optimiser steps, or None when a time budget of ``seconds`` plans them; Adam's learning rate and its
+    schedule."""
 
     start: str
     trainable: str
-    iterations: int
+    iterations: int | None
     lr: float
+    seconds: float | None
+    schedule: str
 
 
 def recipe(config: TrainConfig) -> Recipe:
     """The run's :class:`Recipe`: unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`) and
-    rate."""
+    rate. ``iterations`` or ``epochs`` replace a time budget; ``time`` replaces a fixed step count."""
     start = "from" if config.from_model is not None else config.init
-    trainable, iterations = TRAIN_RECIPES[start]
+    trainable, iterations, seconds, schedule = TRAIN_RECIPES[start]
+    if seconds is not None and start != "random":
+        seconds *= max(1, len(config.style))
+    if config.time is not None:
+        iterations, seconds = None, parse_duration(config.time)
+    if config.iterations is not None or config.epochs is not None:
+        iterations, seconds = config.iterations, None  # epochs: the loop counts the steps from the photos
     trainable = config.trainable or trainable
-    if start != "random":
-        iterations *= max(1, len(config.style))
-    if config.iterations is not None:
-        iterations = config.iterations
     lr = FINE_TUNING_RATE if start != "random" and trainable == "all" else LEARNING_RATE
-    return Recipe(start, trainable, iterations, config.lr if config.lr is not None else lr)
+    return Recipe(start, trainable, iterations, config.lr if config.lr is not None else lr, seconds, config.schedule or schedule)
+
+
+def parse_duration(text: str) -> float:
+    """``"10m"``, ``"90s"``, ``"1.5h"`` or plain seconds (``"600"``) -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise StylizeError(f"`time` must be a duration such as 10m, 90s or 1.5h, got {text!r}", "e.g. `time=10m`") from None
+    if not 0 < seconds < float("inf"):
+        raise StylizeError(f"`time` must be positive, got {text!r}", "e.g. `time=10m`")
+    return seconds
 
 
 def build_generator(config: TrainConfig, style_names: list[str]) -> tuple[Generator, list[str], int]:
