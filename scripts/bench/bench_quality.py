@@ -7,7 +7,10 @@ x2.5e4, painting at long side 512), and so is the result of per-image optimisati
 ``--lbfgs-steps`` L-BFGS iterations on the pixels from the photo, strong-Wolfe line search, cached in
 ``--cache``). Reported per contender: model loss / optimisation loss for the total and each term, as the mean over
 photos of per-photo ratios (the headline: every photo weighs the same) and, for the total, the ratio of sums.
-1.0 means "as good as optimising this photo"; a content ratio far above 1 means the photo is gone.
+1.0 means "as good as optimising this photo"; a content ratio far above 1 means the photo is gone. And the from-noise
+equivalent (Johnson et al.'s Figure 5): L-BFGS on the same loss started from uniform noise (cached), the first
+evaluation whose loss is at or below the model's, per photo; the mean over photos (">N": not reached in
+``--noise-evaluations``).
 
 Contenders: model files (``--models label=path[@style]``) and training variants (``--variants``, the table
 ``VARIANTS``): ``python -m stylize train`` runs on the non-held-out photos, one run per ``--steps`` stop, each
@@ -33,6 +36,7 @@ import platform
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -50,6 +54,7 @@ from quality_scoring import (  # noqa: E402
     OptimisationCache,
     Scorer,
     load_photo,
+    noise_equivalent,
     ratios,
     run_contender,
     save_strip,
@@ -182,6 +187,15 @@ def trained_on(model: Path, photos_folder: Path, held_out: list[Path]) -> list[s
     return [path.name for path in held_out if path.name in seen]
 
 
+def mean_evaluations(values: list[int | None], cap: int) -> str:
+    """The mean over photos of from-noise equivalents; ">N" when a photo's run never reached the model's loss."""
+    if not values:
+        return "-"
+    if any(value is None for value in values):
+        return f">{cap}"
+    return f"{statistics.fmean(values):.0f}"
+
+
 def check_targets(results: dict[str, dict]) -> list[tuple[str, str]]:
     """``(status, line)`` per target; status is ok, MISSED or skipped."""
     lines = []
@@ -221,6 +235,7 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", default=[], metavar="LABEL=PATH[@STYLE]", help="model files to score")
     parser.add_argument("--size", type=int, default=384, help="long side of the scored photos (384: training's scale)")
     parser.add_argument("--lbfgs-steps", type=int, default=100, help="L-BFGS iterations of per-image optimisation")
+    parser.add_argument("--noise-evaluations", type=int, default=120, help="L-BFGS iterations of the from-noise run (0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / ".bench/quality", help="strips, quality.json, training runs")
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench/quality-cache", help="per-image optimisation cache")
     parser.add_argument("--train-args", default="", help="more `stylize train` flags for every variant, e.g. \"--lr 3e-3\" (a sweep)")
@@ -232,6 +247,7 @@ def main() -> int:
     common = COMMON_TRAIN_ARGS
     if args.quick:
         args.size, args.lbfgs_steps, args.held_out, args.steps, common = 64, 5, 1, "2,4", QUICK_TRAIN_ARGS
+        args.noise_evaluations = min(args.noise_evaluations, 5)
     common = (*common, *shlex.split(args.train_args))
     steps = sorted({int(s) for s in args.steps.split(",") if s.strip()})
     keys = [] if args.variants.strip() in ("", "none") else [k.strip() for k in args.variants.split(",")]
@@ -269,6 +285,14 @@ def main() -> int:
               f"{record['iterations']} iterations, {record['evaluations']} evaluations, {record['seconds']:.1f} s ({source})",
               flush=True)
     reference_terms = [record["terms"] for record in references]
+    traces: list[list[float]] = []
+    if args.noise_evaluations:
+        noise_cache = OptimisationCache(args.cache, scorer, args.size, LbfgsSettings(steps=args.noise_evaluations), from_noise=True)
+        for path, photo in zip(held_out, photos, strict=True):
+            _, record = noise_cache.get(path, photo)
+            traces.append(record["trace"])
+            print(f"from noise {path.name}: {record['evaluations']} evaluations, last total {record['trace'][-1]:.4g} "
+                  f"({'cached' if record['cached'] else 'computed'})", flush=True)
 
     # 3. Score the contenders.
     results: dict[str, dict] = {}
@@ -282,6 +306,7 @@ def main() -> int:
             "trained_on_scored_photos": trained_on(contender.path, args.photos, held_out),
             "train_seconds": contender.train_seconds, "apply_seconds_per_photo": apply_seconds,
             "terms": model_terms, "ratios": ratios(model_terms, reference_terms),
+            "noise_evaluations": [noise_equivalent(trace, terms["total"]) for trace, terms in zip(traces, model_terms, strict=False)],
         }
 
     # 4. Report.
@@ -294,14 +319,15 @@ def main() -> int:
           f"{min(seconds):.1f}-{max(seconds):.1f}), mean total {sum(t['total'] for t in reference_terms) / len(seconds):.4g}")
     print("ratios are model loss / optimisation loss, mean over photos of per-photo ratios; 'total sums' is the ratio of sums")
     header = (f"{'contender':<22} {'train s':>8} {'apply s':>8} {'total':>7} {'total sums':>10} "
-              f"{'content':>8} {'style':>7} {'tv':>7}")
+              f"{'content':>8} {'style':>7} {'tv':>7} {'noise evals':>11}")
     print(header)
     print("-" * len(header))
     for label, result in results.items():
         r = result["ratios"]
         train = f"{result['train_seconds']:.0f}" if result["train_seconds"] is not None else "-"
         print(f"{label:<22} {train:>8} {result['apply_seconds_per_photo']:>8.3f} {r['total']['mean']:>7.3f} "
-              f"{r['total']['of_sums']:>10.3f} {r['content']['mean']:>8.3f} {r['style']['mean']:>7.3f} {r['tv']['mean']:>7.3f}")
+              f"{r['total']['of_sums']:>10.3f} {r['content']['mean']:>8.3f} {r['style']['mean']:>7.3f} {r['tv']['mean']:>7.3f} "
+              f"{mean_evaluations(result['noise_evaluations'], args.noise_evaluations):>11}")
     print("per-photo total ratios (* = a photo the model was trained on, by its metadata):")
     for label, result in results.items():
         seen = set(result["trained_on_scored_photos"])

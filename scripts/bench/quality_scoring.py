@@ -4,8 +4,10 @@ per-image optimisation (Gatys et al.) reaches on the same loss.
 * :func:`load_photo` -- a photo as ``(1, 3, H, W)`` in ``[0, 1]``, long side ``size`` (Lanczos, EXIF-rotated).
 * :class:`Scorer` -- the loss (bundled VGG16 + a :class:`LossConfig`, fp32, no autocast) with the painting's Gram
   targets; :meth:`Scorer.terms` gives the weighted content/style/tv terms of one image.
-* :func:`optimise_photo` -- L-BFGS on the pixels, starting from the photo; cached on disk by
-  :class:`OptimisationCache` (key: photo bytes, painting bytes, loss config, size, L-BFGS settings, VGG weights).
+* :func:`optimise_photo` -- L-BFGS on the pixels, starting from the photo (the reference) or from noise (the loss
+  after each evaluation: how many evaluations a model's output is worth); cached on disk by :class:`OptimisationCache`
+  (key: photo bytes, painting bytes, loss config, size, L-BFGS settings, start, VGG weights).
+* :func:`noise_equivalent` -- the first evaluation of the from-noise run at or below a model's loss.
 * :class:`ModelContender` -- a model file applied with ``Stylizer.load(path, precision="fp32").apply(tensor)``.
 * :func:`ratios` -- per-term ratios model / optimisation: mean over photos of per-photo ratios, and ratio of sums.
 """
@@ -92,23 +94,28 @@ class LbfgsSettings:
     lr: float = 1.0
 
 
-def optimise_photo(scorer: Scorer, photo: torch.Tensor, settings: LbfgsSettings) -> tuple[torch.Tensor, dict]:
-    """Per-image optimisation (Gatys et al.): returns the clamped image and ``{"seconds", "iterations", "evaluations"}``."""
-    pixels = photo.clone().contiguous().requires_grad_(True)  # LBFGS flattens with view(): contiguous only
+#: Seed of the uniform noise the from-noise optimisation starts from.
+NOISE_SEED = 0
+
+
+def optimise_photo(scorer: Scorer, photo: torch.Tensor, settings: LbfgsSettings, from_noise: bool = False) -> tuple[torch.Tensor, dict]:
+    """Per-image optimisation (Gatys et al.) from the photo, or from uniform noise: returns the clamped image and
+    ``{"seconds", "iterations", "evaluations", "trace"}``, ``trace`` the total loss at every evaluation."""
+    start = torch.rand(photo.shape, generator=torch.Generator().manual_seed(NOISE_SEED)) if from_noise else photo.clone()
+    pixels = start.contiguous().requires_grad_(True)  # LBFGS flattens with view(): contiguous only
     optimizer = torch.optim.LBFGS(
         [pixels], lr=settings.lr, max_iter=settings.steps, history_size=settings.history_size,
         line_search_fn=settings.line_search,
     )
-    evaluations = 0
+    trace: list[float] = []
 
     def closure() -> torch.Tensor:
-        nonlocal evaluations
-        evaluations += 1
         optimizer.zero_grad(set_to_none=True)
         # Pixels outside [0, 1] get no gradient through the clamp: the optimiser sees exactly the image we keep.
         total = scorer(pixels.clamp(0, 1), photo).total
         total.backward()
         pixels.grad = pixels.grad.contiguous()  # it comes back channels-last, from the VGG's layout
+        trace.append(float(total))
         return total.detach()
 
     started = time.perf_counter()
@@ -116,7 +123,13 @@ def optimise_photo(scorer: Scorer, photo: torch.Tensor, settings: LbfgsSettings)
     seconds = time.perf_counter() - started
     iterations = int(optimizer.state[optimizer.param_groups[0]["params"][0]]["n_iter"])
     image = pixels.detach().clamp(0, 1).contiguous()
-    return image, {"seconds": seconds, "iterations": iterations, "evaluations": evaluations}
+    return image, {"seconds": seconds, "iterations": iterations, "evaluations": len(trace), "trace": trace}
+
+
+def noise_equivalent(trace: list[float], total: float) -> int | None:
+    """How many evaluations of the from-noise optimisation a loss of ``total`` is worth: the first (1-based) at or
+    below it; None when the run never gets there."""
+    return next((index + 1 for index, value in enumerate(trace) if value <= total), None)
 
 
 class OptimisationCache:
@@ -126,11 +139,12 @@ class OptimisationCache:
     the VGG16 weights and :data:`CACHE_VERSION`.
     """
 
-    def __init__(self, folder: Path, scorer: Scorer, size: int, settings: LbfgsSettings) -> None:
+    def __init__(self, folder: Path, scorer: Scorer, size: int, settings: LbfgsSettings, from_noise: bool = False) -> None:
         self.folder = Path(folder)
         self.scorer = scorer
         self.size = size
         self.settings = settings
+        self.from_noise = from_noise
         self._painting_hash = sha256_of(Path(scorer.painting))
 
     def key(self, photo_path: Path) -> str:
@@ -143,6 +157,8 @@ class OptimisationCache:
             "lbfgs": dataclasses.asdict(self.settings),
             "vgg_sha256": BUNDLED_SHA256[f"weights/{BUNDLED_FILE}"],
         }
+        if self.from_noise:  # the photo-started entries keep the keys they had before this option existed
+            description["start"] = f"noise, seed {NOISE_SEED}"
         return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
 
     def get(self, photo_path: Path, photo: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -152,7 +168,7 @@ class OptimisationCache:
         if image_file.is_file() and record_file.is_file():
             image = torch.load(image_file, weights_only=True)
             return image, {**json.loads(record_file.read_text()), "cached": True}
-        image, run = optimise_photo(self.scorer, photo, self.settings)
+        image, run = optimise_photo(self.scorer, photo, self.settings, self.from_noise)
         record = {"photo": Path(photo_path).name, **run, "terms": self.scorer.terms(image, photo)}
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save(image, image_file)
