@@ -1,8 +1,10 @@
 """The arbitrary-style pair (Ghiasi et al.): the bundled transformer model and style predictor.
 
-Parity is checked offline against a golden pair written by scripts/import/import_arbitrary.py from the original ONNX graphs
-with their activation quantization removed (onnxruntime, float32): a bundled painting -> embedding, and a photo crop
-plus that embedding -> stylized output.
+A golden pair written by scripts/import/import_arbitrary.py from the original ONNX graphs with their activation
+quantization removed (onnxruntime, float32): a bundled painting -> embedding, and a photo crop plus that embedding ->
+stylized output. The predictor matches it to float rounding. The bundled transformer is the import refined against the
+marks it painted along the frame (scripts/import/refine_arbitrary.py): inside the frame it keeps the golden output's
+colours and texture strength.
 """
 
 import json
@@ -24,9 +26,9 @@ from stylize.network.predictor import StylePredictor, load_predictor, prepare_pa
 GOLDEN = Path(__file__).parent / "data" / "arbitrary_golden.safetensors"
 MODEL = "models/arbitrary.safetensors"
 PREDICTOR = "weights/style_predictor.safetensors"
-# Float32 against float32 with another summation order: the import measures up to 3.4e-5 on real photos.
-MAX_ABS = 1e-3
 MAX_EMBEDDING_RELATIVE = 1e-4
+#: SHA-256 of models/arbitrary.safetensors as scripts/import/import_arbitrary.py writes it (before refine_arbitrary.py).
+IMPORTED_SHA256 = "628600a247d9c259eefa36410a64455a818c3f77495eae42f74d191e6e9bc472"
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +60,32 @@ def test_predictor_matches_golden_embedding(predictor, golden):
     assert relative <= MAX_EMBEDDING_RELATIVE
 
 
-def test_transformer_matches_golden_output(model, golden):
+def interior_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Channel means and standard deviations (1/255) 16 pixels inside the frame, and the mean local contrast there
+    (|image - its 7x7 box mean|): the colours and the texture strength of a painted style."""
+    inside = images[..., 16:-16, 16:-16]
+    local = images - F.avg_pool2d(F.pad(images, (3, 3, 3, 3), mode="replicate"), 7, stride=1)
+    return inside.mean((0, 2, 3)) * 255, inside.std((0, 2, 3)) * 255, float(local[..., 16:-16, 16:-16].abs().mean() * 255)
+
+
+def test_the_bundled_transformer_is_the_import_refined_at_its_borders(model):
+    refined = model.provenance["refined"]
+    assert refined["imported_sha256"] == IMPORTED_SHA256 and refined["steps"] > 0 and refined["margin"] == 32
+
+
+@pytest.mark.parametrize("embedding_from", ["golden", "predictor"])
+def test_inside_the_frame_the_refined_transformer_paints_the_imported_style(model, predictor, golden, embedding_from):
+    """The golden output is the imported network's (the float ONNX graph's): the refinement moved its edges, not the
+    style's colours and texture strength inside."""
+    embedding = golden["embedding"] if embedding_from == "golden" else predictor(golden["painting"])
     with torch.no_grad():
-        output = model.generator(golden["content"], style_code(golden["embedding"]))
+        output = model.generator(golden["content"], style_code(embedding))
     assert output.shape == golden["output"].shape == (1, 3, 96, 128)
-    assert (output - golden["output"]).abs().max().item() <= MAX_ABS
-
-
-def test_painting_to_photo_pipeline_matches_golden_output(model, predictor, golden):
-    with torch.no_grad():
-        output = model.generator(golden["content"], style_code(predictor(golden["painting"])))
-    assert (output - golden["output"]).abs().max().item() <= MAX_ABS
+    means, deviations, contrast = interior_statistics(output)
+    imported_means, imported_deviations, imported_contrast = interior_statistics(golden["output"])
+    assert (means - imported_means).abs().max() <= 10  # levels of 255
+    assert ((deviations - imported_deviations).abs() / imported_deviations).max() <= 0.1
+    assert abs(contrast - imported_contrast) <= 0.05 * imported_contrast
 
 
 def test_predictor_output_shape_and_finiteness(predictor):

@@ -25,7 +25,7 @@ BUNDLED_STYLES_DIR = DATA_DIR / "styles"
 
 #: SHA-256 of each bundled file, by its path relative to the bundle root.
 BUNDLED_SHA256: dict[str, str] = {
-    "models/arbitrary.safetensors": "628600a247d9c259eefa36410a64455a818c3f77495eae42f74d191e6e9bc472",
+    "models/arbitrary.safetensors": "427b8f071ab56814be9f3855516a64656d8fe63d215a54380e53fc18f0411d51",
     "models/multistyle26.safetensors": "01651702859fb9568d2d16472c72d83fa2faba560eada5ed1bddb5bbed036215",
     "models/composition_vii.safetensors": "f2ab1e23b6752dd8a0496230dd4c16524ec50c1c3a143ccca949a59a17650fc7",
     "models/starry_night.safetensors": "22cd4bafc4ef1d52deafa5096fadda166920b98723b17e8c135514e588e1cfa4",
