@@ -13,9 +13,9 @@ evaluation whose loss is at or below the model's, per photo; the mean over photo
 ``--noise-evaluations``).
 
 Contenders: model files (``--models label=path[@style]``) and training variants (``--variants``, the table
-``VARIANTS``): ``python -m stylize train`` runs on the non-held-out photos, one run per ``--steps`` stop, each
-resuming the previous one's checkpoint (``--resume auto``; resume is exact, see stylize/training/loop.py), the model file
-copied at each stop and timed wall-clock (process start and the end-of-run precision check included).
+``VARIANTS``): ``python -m stylize train`` runs on the non-held-out photos, one fresh run per ``--steps`` entry (a step
+count, or a time budget such as ``300s``: each run's learning-rate schedule is fitted to its own length), timed
+wall-clock from process start to model file.
 
 Held-out split: the last ``--held-out`` (8) photos of the sorted ``--photos`` folder; the others are linked into
 ``<out>/train-photos`` and become ``--content-dir``. Writes ``<out>/quality.json`` (every figure) and strips
@@ -62,6 +62,7 @@ from quality_scoring import (  # noqa: E402
 
 from stylize.config import LossConfig  # noqa: E402
 from stylize.io.resources import sha256_of  # noqa: E402
+from stylize.network.modelfile import load_model  # noqa: E402
 from stylize.training.data import find_photos  # noqa: E402
 
 
@@ -130,16 +131,17 @@ def link_training_photos(photos: list[Path], folder: Path) -> Path:
 
 
 def train_variant(
-    key: str, variant: Variant, painting: Path, content_dir: Path, steps: list[int], common: tuple[str, ...], folder: Path
+    key: str, variant: Variant, painting: Path, content_dir: Path, stops: list[str], common: tuple[str, ...], folder: Path
 ) -> list[ModelContender]:
-    """Consecutive ``stylize train`` runs to each stop in ``steps``; a snapshot of the model file at each stop.
+    """One fresh ``stylize train`` run per stop in ``stops`` (a step count, or a time budget such as ``300s``: a run's
+    learning-rate schedule is fitted to its own length, so a longer run is not a shorter one continued).
     The "save-style" variant is one ``stylize save-style`` (the prediction alone), timed the same way."""
     if folder.exists():
-        shutil.rmtree(folder)  # a stale checkpoint would be resumed by --resume auto
+        shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    model = folder / "model.safetensors"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if variant.train_args == ("save-style",):
+        model = folder / "model.safetensors"
         command = [sys.executable, "-m", "stylize", "save-style", str(model), "--style-image", str(painting)]
         started = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -147,22 +149,23 @@ def train_variant(
             raise SystemExit(f"[{key}] stylize save-style failed ({done.returncode}):\n{done.stdout[-3000:]}")
         return [ModelContender(key, model, None, round(time.perf_counter() - started, 1), 0)]
     args = [a.replace("{models}", str(ROOT / "models")) for a in variant.train_args or ()]
-    snapshots, elapsed = [], 0.0
-    for stop in steps:
+    contenders = []
+    for stop in stops:
+        length = ["--iterations", stop] if stop.isdigit() else ["--time", stop]
+        model = folder / f"{slug(stop)}.safetensors"
         command = [sys.executable, "-m", "stylize", "train", "--style", str(painting), "--content-dir", str(content_dir),
-                   "--out", str(model), "--iterations", str(stop), "--checkpoint-every", str(max(steps)),
-                   "--resume", "auto", "--log", str(folder / "log.jsonl"), *common, *args]
-        print(f"[{key}] training to step {stop}: {' '.join(command[1:])}", flush=True)
+                   "--out", str(model), *length, "--checkpoint-every", "1000000", "--log", str(folder / f"{slug(stop)}.jsonl"),
+                   *common, *args]  # fmt: skip
+        print(f"[{key}] training for {stop}: {' '.join(command[1:])}", flush=True)
         started = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        elapsed += time.perf_counter() - started
+        seconds = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"[{key}] stylize train failed ({done.returncode}):\n{done.stdout[-3000:]}")
-        snapshot = folder / f"step{stop:06d}.safetensors"
-        shutil.copyfile(model, snapshot)
-        snapshots.append(ModelContender(f"{key}@{stop}", snapshot, painting.stem, round(elapsed, 1), stop))
-        print(f"[{key}] step {stop}: {elapsed:.0f} s of training so far", flush=True)
-    return snapshots
+        steps = int(load_model(model).training["steps"])
+        contenders.append(ModelContender(f"{key}@{stop}", model, painting.stem, round(seconds, 1), steps))
+        print(f"[{key}] {stop}: {steps} steps in {seconds:.0f} s (process start to model file)", flush=True)
+    return contenders
 
 
 def parse_model(spec: str) -> ModelContender:
@@ -230,7 +233,7 @@ def main() -> int:
     parser.add_argument("--painting", type=Path, default=ROOT / "stylize/data/styles/starry_night.jpg")
     parser.add_argument("--photos", type=Path, required=True, help="photo folder; the last --held-out are scored")
     parser.add_argument("--held-out", type=int, default=8, help="photos scored, taken from the end of the sorted list")
-    parser.add_argument("--steps", default="100,300,1000", help="training stops, comma-separated")
+    parser.add_argument("--steps", default="100,300,1000", help="training runs: step counts or time budgets (300s, 10m), comma-separated")
     parser.add_argument("--variants", default="from26,scratch", help=f"comma-separated keys of {', '.join(VARIANTS)}, or none")
     parser.add_argument("--models", nargs="*", default=[], metavar="LABEL=PATH[@STYLE]", help="model files to score")
     parser.add_argument("--size", type=int, default=384, help="long side of the scored photos (384: training's scale)")
@@ -249,7 +252,7 @@ def main() -> int:
         args.size, args.lbfgs_steps, args.held_out, args.steps, common = 64, 5, 1, "2,4", QUICK_TRAIN_ARGS
         args.noise_evaluations = min(args.noise_evaluations, 5)
     common = (*common, *shlex.split(args.train_args))
-    steps = sorted({int(s) for s in args.steps.split(",") if s.strip()})
+    stops = [s.strip() for s in args.steps.split(",") if s.strip()]
     keys = [] if args.variants.strip() in ("", "none") else [k.strip() for k in args.variants.split(",")]
     for key in keys:
         if key not in VARIANTS:
@@ -268,7 +271,7 @@ def main() -> int:
     if keys:
         content_dir = link_training_photos(training_photos, args.out / "train-photos")
         for key in keys:
-            contenders += train_variant(key, VARIANTS[key], args.painting, content_dir, steps, common, args.out / "train" / key)
+            contenders += train_variant(key, VARIANTS[key], args.painting, content_dir, stops, common, args.out / "train" / key)
 
     # 2. Per-image optimisation of every held-out photo (cached).
     scorer = Scorer(args.painting, loss_config)
