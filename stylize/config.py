@@ -371,27 +371,39 @@ def field_help(cls: type) -> dict[str, str]:
     return helps
 
 
-#: What each start trains by default: (trainable, iterations, time budget in seconds a painting, schedule). "random" is
-#: Johnson et al.'s recipe: a fixed 40,000 steps at a constant rate. "predicted" is the best model a time budget makes:
-#: every layer trains (after 300 steps that beats the norm rows alone after 1,000; docs/benchmarks/quality.md), for as
-#: many steps as 10 minutes of this machine hold (measured on the first steps), with the rate decaying to zero over
-#: them; "from" (a from_model given) trains only the new styles' norm rows, Dumoulin et al.'s recipe, in the same time.
+@dataclass(frozen=True)
+class StartRecipe:
+    """What a run from one start does unless told otherwise (see :data:`TRAIN_RECIPES`)."""
+
+    trainable: str  # "all" or "norms"
+    iterations: int | None  # a fixed step count, or None: the steps a time budget holds
+    seconds: float | None  # the time budget a painting
+    schedule: str  # of the learning rate: "constant" or "cosine"
+    batch_size: int
+    lr: float
+    norm_rate: float  # the norm tables' rate as a multiple of lr
+
+
+#: What each start does by default. "random" is Johnson et al.'s recipe: 40,000 steps of 4 crops at a constant 1e-3.
+#: "predicted" is the best model 10 minutes a painting make, measured at equal time on held-out photos
+#: (docs/benchmarks/quality.md): every layer trains (after 300 steps that beats the norm rows alone after 1,000), in
+#: steps of 2 crops (more steps beat bigger batches), the rate warms up and decays to zero over the planned steps, and
+#: the norm tables, where a style lives, move at a multiple of it. "from" (a from_model given) trains only the new
+#: styles' norm rows, Dumoulin et al.'s recipe, at the batch and rate it was measured at, for 10 minutes a painting.
 #: Budgets are per painting: each painting's style is learnt from the photos drawn for it.
-TRAIN_RECIPES: dict[str, tuple[str, int | None, float | None, str]] = {
-    "random": ("all", 40_000, None, "constant"),
-    "predicted": ("all", None, 600.0, "cosine"),
-    "from": ("norms", None, 600.0, "cosine"),
+TRAIN_RECIPES: dict[str, StartRecipe] = {
+    "random": StartRecipe("all", 40_000, None, "constant", 4, 1e-3, 1.0),
+    "predicted": StartRecipe("all", None, 600.0, "cosine", 2, 5e-4, 4.0),
+    "from": StartRecipe("norms", None, 600.0, "cosine", 4, 1e-3, 1.0),
 }
 #: Learning-rate schedules: "constant", or "cosine" (a linear warm-up over the first WARMUP_STEPS, then a cosine decay
 #: to zero at the last step). The warm-up does not depend on the step count, so a run planned from a time budget can
 #: time its first steps before it fixes the count.
 SCHEDULES = ("constant", "cosine")
 WARMUP_STEPS = 20
-#: Adam's learning rate when ``lr`` is None: Johnson et al.'s, except when every layer of an already trained network
-#: trains (a predicted or from_model start): a quarter of it keeps more of the photo and reaches the style sooner there
-#: (docs/benchmarks/quality.md).
+#: Adam's rate when ``trainable`` is not the start's own choice (norm rows alone of a predicted start, every layer of
+#: a from_model start): Johnson et al.'s, the rate those were measured at (docs/benchmarks/quality.md).
 LEARNING_RATE = 1e-3
-FINE_TUNING_RATE = 2.5e-4
 INITS = ("predicted", "random")
 
 #: VGG16 layers the style loss uses by default (Johnson et al.): one per resolution, coarse to fine textures.
@@ -467,12 +479,15 @@ class TrainConfig:
     schedule: str | None = None
     # Decay of an exponential moving average of the weights, which the model file then holds; 0: the last weights.
     ema: float = 0.0
-    # Images per optimiser step across all processes (each of K distributed processes takes batch_size / K).
-    batch_size: int = 4
+    # Images per optimiser step across all processes (each of K distributed processes takes batch_size / K). None: the
+    # start's recipe (TRAIN_RECIPES: 2 for a predicted start, 4 otherwise).
+    batch_size: int | None = None
     # Side of the square training crops in pixels.
     image_size: int = 256
-    # Adam learning rate. None: LEARNING_RATE, or FINE_TUNING_RATE when every layer of a trained network trains.
+    # Adam learning rate. None: the start's recipe (TRAIN_RECIPES), or LEARNING_RATE when trainable is not the start's.
     lr: float | None = None
+    # The conditional-norm tables' rate as a multiple of lr (a style lives in them). None: the start's recipe.
+    norm_rate: float | None = None
     # Generator size for init "random": a key of ARCHITECTURES ("johnson", "small", "dumoulin").
     arch: str = "johnson"
     # Existing model to add styles to: only the new styles' gamma/beta rows train (Dumoulin et al.'s fine-tuning).

@@ -327,7 +327,7 @@ def test_cli_train_flags_are_the_config_fields() -> None:
         for item in dataclasses.fields(cls):
             if item.name not in ("loss", "from_model"):
                 assert "--" + item.name.replace("_", "-") in text, item.name
-    assert "--from" in text and "Adam learning rate. None: LEARNING_RATE" in " ".join(text.split()) and "[default: 256]" in " ".join(text.split())
+    assert "--from" in text and "Adam learning rate. None: the start's recipe" in " ".join(text.split()) and "[default: 256]" in " ".join(text.split())
 
 
 def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: Path) -> None:
@@ -403,9 +403,10 @@ def test_predicted_init_trains_every_layer_by_default_and_only_the_norm_rows_whe
     default = train(tiny_config(data, tmp_path / "a.safetensors", init="predicted", iterations=2))
     assert not torch.equal(weights(default)["head.conv.weight"], before["head.conv.weight"])
     assert load_model(default).training["start"] == "predicted" and load_model(default).training["trainable"] == "all"
-    assert load_model(default).training["lr"] == 2.5e-4  # every layer of a trained network: the fine-tuning rate
+    recorded = load_model(default).training
+    assert (recorded["lr"], recorded["norm_rate"], recorded["batch_size"]) == (5e-4, 4.0, 2)  # tiny_config's batch: 2
     norms = train(tiny_config(data, tmp_path / "r.safetensors", init="predicted", trainable="norms", iterations=1))
-    assert load_model(norms).training["lr"] == 1e-3
+    assert (load_model(norms).training["lr"], load_model(norms).training["norm_rate"]) == (1e-3, 1.0)
     out = train(tiny_config(data, tmp_path / "n.safetensors", init="predicted", trainable="norms", iterations=2, lr=1e-2))
     assert load_model(out).training["lr"] == 1e-2
     after = weights(out)
@@ -437,7 +438,7 @@ def test_bare_recipe_plans_ten_minutes_per_painting_and_says_so(data: dict[str, 
     paintings = (str(data["style_a"]), str(data["style_b"]))
     bare = dataclasses.replace(TrainConfig(style=paintings), content_dir=str(data["content"]), out=str(tmp_path / "m.safetensors"),
                                batch_size=2, image_size=32, device="cpu", workers=0, loss=LossConfig(style_size=32))  # fmt: skip
-    assert recipe(bare) == Recipe("predicted", "all", None, 2.5e-4, 1200.0, "cosine")
+    assert recipe(bare) == Recipe("predicted", "all", None, 5e-4, 1200.0, "cosine", 2, 4.0)
     caplog.set_level("INFO", logger="stylize")
     with pytest.raises(_Stop):
         train(bare, on_step=stop)
@@ -450,12 +451,14 @@ def test_bare_recipe_plans_ten_minutes_per_painting_and_says_so(data: dict[str, 
 def test_recipes_keep_fixed_counts_where_asked() -> None:
     """init random keeps Johnson et al.'s 40,000 steps unless given a time; iterations and epochs replace a budget."""
     random = TrainConfig(style=("a.jpg",), init="random")
-    assert recipe(random) == Recipe("random", "all", 40_000, 1e-3, None, "constant")
-    assert recipe(dataclasses.replace(random, time="1.5h")) == Recipe("random", "all", None, 1e-3, 5400.0, "constant")
+    assert recipe(random) == Recipe("random", "all", 40_000, 1e-3, None, "constant", 4, 1.0)
+    assert recipe(dataclasses.replace(random, time="1.5h")) == Recipe("random", "all", None, 1e-3, 5400.0, "constant", 4, 1.0)
     predicted = TrainConfig(style=("a.jpg",))
-    assert recipe(dataclasses.replace(predicted, iterations=300))[2:] == (300, 2.5e-4, None, "cosine")
+    assert recipe(dataclasses.replace(predicted, iterations=300))[2:] == (300, 5e-4, None, "cosine", 2, 4.0)
+    norms_only = recipe(dataclasses.replace(predicted, trainable="norms"))
+    assert (norms_only.lr, norms_only.norm_rate) == (1e-3, 1.0)  # the rate the norm rows were measured at
     assert recipe(dataclasses.replace(predicted, epochs=2.0)).seconds is None
-    assert recipe(dataclasses.replace(predicted, time="90s", schedule="constant")) == Recipe("predicted", "all", None, 2.5e-4, 90.0, "constant")
+    assert recipe(dataclasses.replace(predicted, time="90s", schedule="constant")) == Recipe("predicted", "all", None, 5e-4, 90.0, "constant", 2, 4.0)
     assert recipe(TrainConfig(style=("a.jpg",), from_model="multistyle26")).seconds == 600.0
     for bad in ("ten", "-5m", "0s", "inf"):
         with pytest.raises(StylizeError, match="time must be"):

@@ -44,6 +44,7 @@ from stylize.training.setup import (
     checkpoint_path,
     default_out,
     recipe,
+    resolved,
     should_compile,
     trainable_parameters,
     training_device,
@@ -141,6 +142,7 @@ def train(config: TrainConfig, on_step: Callable[[TrainProgress], None] | None =
     """
     started = time.perf_counter()  # a time budget counts from here: set-up and saving are part of the run
     check_config(config)
+    config = resolved(config)
     launch = Launch.from_env()
     device = training_device(config.device, launch)
     bar = None
@@ -269,7 +271,12 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device, started:
     loss_fn.set_styles([image.to(device) for _, image in styles])  # fp32 targets, once per style
 
     autocast = autocast_dtype(config.precision, device)
-    optimizer = torch.optim.Adam(parameters, lr=plan.lr)
+    tables = {id(table) for name, table in generator.named_parameters() if name.endswith((".gamma", ".beta"))}
+    groups = [  # each group's "rate" is its multiple of the scheduled rate
+        {"params": [q for q in parameters if id(q) not in tables], "rate": 1.0},
+        {"params": [q for q in parameters if id(q) in tables], "rate": plan.norm_rate},
+    ]
+    optimizer = torch.optim.Adam([group for group in groups if group["params"]], lr=plan.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     average = WeightAverage(generator, config.ema) if config.ema else None
     total_steps = plan.iterations
@@ -302,6 +309,7 @@ def _prepare(config: TrainConfig, launch: Launch, device: torch.device, started:
         "iterations": total_steps,  # a budget's count is filled in once planned
         "time_budget_s": plan.seconds,
         "lr": plan.lr,
+        "norm_rate": plan.norm_rate,
         "schedule": plan.schedule,
         "warmup_steps": WARMUP_STEPS if plan.schedule == "cosine" else 0,
         "style": [Path(spec).name for spec in config.style],  # names, never this machine's paths
@@ -347,7 +355,7 @@ def _loop(run: _Run, on_step: Callable[[TrainProgress], None] | None) -> tuple[i
             if run.total_steps is not None and step >= run.total_steps:
                 break
             for group in run.optimizer.param_groups:
-                group["lr"] = run.lr * learning_rate_factor(step, run.total_steps, run.schedule)
+                group["lr"] = run.lr * group["rate"] * learning_rate_factor(step, run.total_steps, run.schedule)
             terms = compute_losses(
                 run.model, run.loss_fn, images, style_index, run.num_styles, run.first_new, run.autocast, margin
             )
@@ -439,6 +447,7 @@ def plan_text(run: _Run, step_seconds: float | None) -> str:
     what = (
         f"{run.config.batch_size} crops of {run.config.image_size} px from {len(run.photos)} photos, starting from {begin}, "
         f"training {'the norm parameters' if plan.trainable == 'norms' else 'every layer'}, {plan.schedule} rate from {plan.lr:g}"
+        + (f" (norm tables x{plan.norm_rate:g})" if plan.norm_rate != 1 and plan.trainable == "all" else "")
     )
     if run.total_steps is None:
         return f"plan: {_duration(run.budget or 0)} budget of {what}; timing the first steps"

@@ -20,8 +20,8 @@ from stylize.config import LossConfig
 from stylize.network import is_channels_last
 from stylize.training.vgg import VGG16Features
 
-#: How much wider, on every side, the view is whose output a crop's output must equal (border_loss): about as far as
-#: the frame visibly reaches into the output of the generators trained here (docs/paintings.md).
+#: How much wider, on every side, the view is whose output a crop's output must equal (border_loss): past it the
+#: frame's effect is the interior's (scripts/bench/bench_borders.py cuts photos by this much).
 BORDER_MARGIN = 32
 
 

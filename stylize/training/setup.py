@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from stylize.config import ARCHITECTURES, FINE_TUNING_RATE, INITS, LEARNING_RATE, SCHEDULES, TRAIN_RECIPES, TrainConfig
+from stylize.config import ARCHITECTURES, INITS, LEARNING_RATE, SCHEDULES, TRAIN_RECIPES, TrainConfig
 from stylize.devices import PRECISIONS, resolve_device
 from stylize.distributed import Launch
 from stylize.engine import COMPILE_MODES
@@ -49,7 +50,7 @@ def check_config(config: TrainConfig) -> None:
     if not 0.0 <= config.ema < 1.0:
         raise StylizeError(f"`ema` must be at least 0 and below 1, got {config.ema}", "e.g. `ema=0.995`, or 0 for none")
     plan = recipe(config)
-    positive = {"iterations": plan.iterations or 1, "batch_size": config.batch_size, "checkpoint_every": config.checkpoint_every}
+    positive = {"iterations": plan.iterations or 1, "batch_size": plan.batch_size, "checkpoint_every": config.checkpoint_every}
     positive["log_every"] = config.log_every
     for name, value in positive.items():
         if value < 1:
@@ -60,7 +61,7 @@ def check_config(config: TrainConfig) -> None:
         )
     if config.image_size < 32 or config.image_size % 4:
         raise StylizeError(f"`image_size` must be a multiple of 4 and at least 32, got {config.image_size}", "try 256")
-    for name, value in (("lr", plan.lr), ("workers", config.workers + 1), ("preview_every", config.preview_every + 1)):
+    for name, value in (("lr", plan.lr), ("norm_rate", plan.norm_rate), ("workers", config.workers + 1), ("preview_every", config.preview_every + 1)):
         if value <= 0:
             raise StylizeError(f"{name} must be {'positive' if name == 'lr' else 'zero or more'}", f"check {name}")
     layers = (config.loss.content_layer, *config.loss.style_layers)
@@ -90,8 +91,8 @@ def checkpoint_path(out: Path) -> Path:
 
 class Recipe(NamedTuple):
     """What a run does: ``start`` is "from" (a from_model given), "predicted" or "random"; ``trainable`` "all" or
-    "norms"; the optimiser steps, or None when a time budget of ``seconds`` plans them; Adam's learning rate and its
-    schedule."""
+    "norms"; the optimiser steps, or None when a time budget of ``seconds`` plans them; Adam's learning rate, its
+    schedule, the crops a step and the norm tables' multiple of the rate."""
 
     start: str
     trainable: str
@@ -99,22 +100,34 @@ class Recipe(NamedTuple):
     lr: float
     seconds: float | None
     schedule: str
+    batch_size: int
+    norm_rate: float
 
 
 def recipe(config: TrainConfig) -> Recipe:
-    """The run's :class:`Recipe`: unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`) and
-    rate. ``iterations`` or ``epochs`` replace a time budget; ``time`` replaces a fixed step count."""
+    """The run's :class:`Recipe`: unset fields take that start's recipe (:data:`stylize.config.TRAIN_RECIPES`).
+    ``iterations`` or ``epochs`` replace a time budget; ``time`` replaces a fixed step count. A ``trainable`` other than
+    the start's own trains at :data:`~stylize.config.LEARNING_RATE`, all tables at that rate, as it was measured."""
     start = "from" if config.from_model is not None else config.init
-    trainable, iterations, seconds, schedule = TRAIN_RECIPES[start]
-    if seconds is not None and start != "random":
+    own = TRAIN_RECIPES[start]
+    iterations, seconds = own.iterations, own.seconds
+    if seconds is not None:
         seconds *= max(1, len(config.style))
     if config.time is not None:
         iterations, seconds = None, parse_duration(config.time)
     if config.iterations is not None or config.epochs is not None:
         iterations, seconds = config.iterations, None  # epochs: the loop counts the steps from the photos
-    trainable = config.trainable or trainable
-    lr = FINE_TUNING_RATE if start != "random" and trainable == "all" else LEARNING_RATE
-    return Recipe(start, trainable, iterations, config.lr if config.lr is not None else lr, seconds, config.schedule or schedule)
+    trainable = config.trainable or own.trainable
+    kept = trainable == own.trainable
+    lr = config.lr if config.lr is not None else (own.lr if kept else LEARNING_RATE)
+    norm_rate = config.norm_rate if config.norm_rate is not None else (own.norm_rate if kept else 1.0)
+    schedule = config.schedule or own.schedule
+    return Recipe(start, trainable, iterations, lr, seconds, schedule, config.batch_size or own.batch_size, norm_rate)
+
+
+def resolved(config: TrainConfig) -> TrainConfig:
+    """``config`` with the recipe's batch size filled in: what the run, its checkpoints and its model file record."""
+    return config if config.batch_size is not None else dataclasses.replace(config, batch_size=recipe(config).batch_size)
 
 
 def parse_duration(text: str) -> float:
