@@ -24,6 +24,8 @@ Held-out split: the last ``--held-out`` (8) photos of the sorted ``--photos`` fo
     python scripts/bench/bench_quality.py --photos ../shared/data/content/sun80 --variants none \\
         --models starry_night=models/starry_night.safetensors multistyle26=models/multistyle26.safetensors@19
     python scripts/bench/bench_quality.py --photos ../shared/data/content/sun80 --steps 100,300,1000
+    python scripts/bench/bench_quality.py --photos ../shared/data/content/sun80 \
+        --variants previous-default@500,default@time-of-previous-default@500
     python scripts/bench/bench_quality.py --photos ../shared/data/content/sun80 --quick      # smoke run, about 2 minutes
 """
 
@@ -86,9 +88,14 @@ VARIANTS: dict[str, Variant] = {
                                   ("--init", "predicted", "--trainable", "all")),
     "from26": Variant("(b')", "26-style network plus the painting, only its gamma/beta train", ("--from", "multistyle26")),
     "scratch": Variant("(c)", "from-scratch Johnson network", ("--init", "random", "--arch", "johnson")),
+    "default": Variant("(d)", "`stylize train`'s default recipe (predicted start, every layer, its batch and rates)", ()),
+    "previous-default": Variant("(p)", "the default recipe before time budgets (run it at 500 steps): 4 crops a step, "
+                                "a constant 2.5e-4, the norm tables at the same rate, no border term",
+                                ("--batch-size", "4", "--lr", "2.5e-4", "--schedule", "constant", "--norm-rate", "1",
+                                 "--border-weight", "0")),
 }
-#: Flags every training variant gets: the paper's batch and crop size, fixed seed, one decoding worker (2-core host).
-COMMON_TRAIN_ARGS = ("--batch-size", "4", "--image-size", "256", "--seed", "0", "--workers", "1")
+#: Flags every training variant gets: fixed seed, one decoding worker (2-core host); batch and crop are each recipe's.
+COMMON_TRAIN_ARGS = ("--seed", "0", "--workers", "1")
 #: What --quick uses instead, so that the training path runs in seconds.
 QUICK_TRAIN_ARGS = ("--batch-size", "2", "--image-size", "64", "--seed", "0", "--workers", "0")
 
@@ -109,6 +116,7 @@ TARGETS: tuple[Target, ...] = (
     Target("(b) at 300 steps at least as good as (b') at 300 steps (total)", "init-predicted@300", "total", "from26@300"),
     Target("(b) at 300 steps keeps the photo: content ratio at most 2.5x", "init-predicted@300", "content", 2.5),
     Target("(b) at 1,000 steps within 1.25x of per-image optimisation (total)", "init-predicted@1000", "total", 1.25),
+    Target("(d) in the time (p) takes for 500 steps at most 1.9x (total)", "default@time-of-previous-default@500", "total", 1.9),
 )
 
 
@@ -131,10 +139,12 @@ def link_training_photos(photos: list[Path], folder: Path) -> Path:
 
 
 def train_variant(
-    key: str, variant: Variant, painting: Path, content_dir: Path, stops: list[str], common: tuple[str, ...], folder: Path
+    key: str, variant: Variant, painting: Path, content_dir: Path, stops: list[str], common: tuple[str, ...], folder: Path,
+    earlier: dict[str, ModelContender],
 ) -> list[ModelContender]:
-    """One fresh ``stylize train`` run per stop in ``stops`` (a step count, or a time budget such as ``300s``: a run's
-    learning-rate schedule is fitted to its own length, so a longer run is not a shorter one continued).
+    """One fresh ``stylize train`` run per stop in ``stops``: a step count, a time budget such as ``300s`` (a run's
+    learning-rate schedule is fitted to its own length, so a longer run is not a shorter one continued), or
+    ``time-of-LABEL``: the wall time the ``earlier`` contender LABEL took, for a comparison at equal time.
     The "save-style" variant is one ``stylize save-style`` (the prediction alone), timed the same way."""
     if folder.exists():
         shutil.rmtree(folder)
@@ -152,6 +162,10 @@ def train_variant(
     contenders = []
     for stop in stops:
         length = ["--iterations", stop] if stop.isdigit() else ["--time", stop]
+        if stop.startswith("time-of-"):
+            if stop[8:] not in earlier or earlier[stop[8:]].train_seconds is None:
+                raise SystemExit(f"[{key}] {stop}: train {stop[8:]} first (list it earlier in --variants)")
+            length = ["--time", f"{earlier[stop[8:]].train_seconds:.0f}s"]
         model = folder / f"{slug(stop)}.safetensors"
         command = [sys.executable, "-m", "stylize", "train", "--style", str(painting), "--content-dir", str(content_dir),
                    "--out", str(model), *length, "--checkpoint-every", "1000000", "--log", str(folder / f"{slug(stop)}.jsonl"),
@@ -234,7 +248,8 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, required=True, help="photo folder; the last --held-out are scored")
     parser.add_argument("--held-out", type=int, default=8, help="photos scored, taken from the end of the sorted list")
     parser.add_argument("--steps", default="100,300,1000", help="training runs: step counts or time budgets (300s, 10m), comma-separated")
-    parser.add_argument("--variants", default="from26,scratch", help=f"comma-separated keys of {', '.join(VARIANTS)}, or none")
+    parser.add_argument("--variants", default="from26,scratch", help=f"comma-separated keys of {', '.join(VARIANTS)}, or none; "
+                        "KEY@STOP trains that variant to its own STOP instead of --steps (a count, a time, time-of-LABEL)")
     parser.add_argument("--models", nargs="*", default=[], metavar="LABEL=PATH[@STYLE]", help="model files to score")
     parser.add_argument("--size", type=int, default=384, help="long side of the scored photos (384: training's scale)")
     parser.add_argument("--lbfgs-steps", type=int, default=100, help="L-BFGS iterations of per-image optimisation")
@@ -253,7 +268,11 @@ def main() -> int:
         args.noise_evaluations = min(args.noise_evaluations, 5)
     common = (*common, *shlex.split(args.train_args))
     stops = [s.strip() for s in args.steps.split(",") if s.strip()]
-    keys = [] if args.variants.strip() in ("", "none") else [k.strip() for k in args.variants.split(",")]
+    runs: dict[str, list[str]] = {}  # variant key -> its stops, in the order given
+    for entry in [] if args.variants.strip() in ("", "none") else [e.strip() for e in args.variants.split(",") if e.strip()]:
+        key, _, stop = entry.partition("@")
+        runs.setdefault(key, []).extend([stop] if stop else stops)
+    keys = list(runs)
     for key in keys:
         if key not in VARIANTS:
             raise SystemExit(f"unknown variant {key!r}; known: {', '.join(VARIANTS)}")
@@ -271,7 +290,8 @@ def main() -> int:
     if keys:
         content_dir = link_training_photos(training_photos, args.out / "train-photos")
         for key in keys:
-            contenders += train_variant(key, VARIANTS[key], args.painting, content_dir, stops, common, args.out / "train" / key)
+            earlier = {contender.label: contender for contender in contenders}
+            contenders += train_variant(key, VARIANTS[key], args.painting, content_dir, runs[key], common, args.out / "train" / key, earlier)
 
     # 2. Per-image optimisation of every held-out photo (cached).
     scorer = Scorer(args.painting, loss_config)
@@ -321,14 +341,15 @@ def main() -> int:
     print(f"per-image optimisation (timed when computed, cached since): {sum(seconds) / len(seconds):.1f} s per photo (mean; "
           f"{min(seconds):.1f}-{max(seconds):.1f}), mean total {sum(t['total'] for t in reference_terms) / len(seconds):.4g}")
     print("ratios are model loss / optimisation loss, mean over photos of per-photo ratios; 'total sums' is the ratio of sums")
-    header = (f"{'contender':<22} {'train s':>8} {'apply s':>8} {'total':>7} {'total sums':>10} "
+    width = max(22, *(len(label) for label in results))
+    header = (f"{'contender':<{width}} {'train s':>8} {'apply s':>8} {'total':>7} {'total sums':>10} "
               f"{'content':>8} {'style':>7} {'tv':>7} {'noise evals':>11}")
     print(header)
     print("-" * len(header))
     for label, result in results.items():
         r = result["ratios"]
         train = f"{result['train_seconds']:.0f}" if result["train_seconds"] is not None else "-"
-        print(f"{label:<22} {train:>8} {result['apply_seconds_per_photo']:>8.3f} {r['total']['mean']:>7.3f} "
+        print(f"{label:<{width}} {train:>8} {result['apply_seconds_per_photo']:>8.3f} {r['total']['mean']:>7.3f} "
               f"{r['total']['of_sums']:>10.3f} {r['content']['mean']:>8.3f} {r['style']['mean']:>7.3f} {r['tv']['mean']:>7.3f} "
               f"{mean_evaluations(result['noise_evaluations'], args.noise_evaluations):>11}")
     print("per-photo total ratios (* = a photo the model was trained on, by its metadata):")
