@@ -382,6 +382,7 @@ class StartRecipe:
     batch_size: int
     lr: float
     norm_rate: float  # the norm tables' rate as a multiple of lr
+    border_weight: float  # LossConfig.border_weight: what keeps marks bound to the frame out of the model
 
 
 #: What each start does by default. "random" is Johnson et al.'s recipe: 40,000 steps of 4 crops at a constant 1e-3.
@@ -390,11 +391,13 @@ class StartRecipe:
 #: steps of 2 crops (more steps beat bigger batches), the rate warms up and decays to zero over the planned steps, and
 #: the norm tables, where a style lives, move at a multiple of it. "from" (a from_model given) trains only the new
 #: styles' norm rows, Dumoulin et al.'s recipe, at the batch and rate it was measured at, for 10 minutes a painting.
-#: Budgets are per painting: each painting's style is learnt from the photos drawn for it.
+#: Budgets are per painting: each painting's style is learnt from the photos drawn for it. Training every layer of the
+#: arbitrary network paints marks bound to the frame (a blob in a corner, lines along the edges) unless the border term
+#: holds its edges to what the interior would paint; fresh networks and norm rows alone were measured without them.
 TRAIN_RECIPES: dict[str, StartRecipe] = {
-    "random": StartRecipe("all", 40_000, None, "constant", 4, 1e-3, 1.0),
-    "predicted": StartRecipe("all", None, 600.0, "cosine", 2, 5e-4, 4.0),
-    "from": StartRecipe("norms", None, 600.0, "cosine", 4, 1e-3, 1.0),
+    "random": StartRecipe("all", 40_000, None, "constant", 4, 1e-3, 1.0, 0.0),
+    "predicted": StartRecipe("all", None, 600.0, "cosine", 2, 5e-4, 4.0, 1e7),
+    "from": StartRecipe("norms", None, 600.0, "cosine", 4, 1e-3, 1.0, 0.0),
 }
 #: Learning-rate schedules: "constant", or "cosine" (a linear warm-up over the first WARMUP_STEPS, then a cosine decay
 #: to zero at the last step). The warm-up does not depend on the step count, so a run planned from a time budget can
@@ -438,13 +441,15 @@ class LossConfig:
     style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     # Multiplies the border term (stylize.training.losses.border_loss): the squared difference, in [0, 1] pixels,
     # between a crop's output and the network's own output on a view BORDER_MARGIN pixels wider on every side. It keeps
-    # marks bound to the frame (a blob in a corner, lines along the edges) out of trained models. 0: off.
-    border_weight: float = 0.0
+    # marks bound to the frame (a blob in a corner, lines along the edges) out of trained models. 0: off; None: the
+    # start's recipe.
+    border_weight: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.style_layer_weights) != len(self.style_layers):
             raise StylizeError("`style_layer_weights` needs one weight per style layer")
-        if min(self.content_weight, self.style_weight, self.tv_weight, self.border_weight) < 0 or self.style_size < 0:
+        weights = (self.content_weight, self.style_weight, self.tv_weight, self.border_weight or 0.0)
+        if min(weights) < 0 or self.style_size < 0:
             raise StylizeError(
                 "`content_weight`, `style_weight`, `tv_weight`, `border_weight` and `style_size` must be >= 0"
             )

@@ -30,7 +30,7 @@ from stylize.training.data import ContentStream, find_photos
 from stylize.training.loop import train
 from stylize.training.losses import PerceptualLoss
 from stylize.training.schedule import learning_rate_factor, plan_steps
-from stylize.training.setup import Recipe, check_config, recipe
+from stylize.training.setup import Recipe, check_config, recipe, resolved
 from tests.conftest import invoke
 
 
@@ -327,7 +327,8 @@ def test_cli_train_flags_are_the_config_fields() -> None:
         for item in dataclasses.fields(cls):
             if item.name not in ("loss", "from_model"):
                 assert "--" + item.name.replace("_", "-") in text, item.name
-    assert "--from" in text and "Adam learning rate. None: the start's recipe" in " ".join(text.split()) and "[default: 256]" in " ".join(text.split())
+    words = " ".join(text.split())
+    assert "--from" in text and "Adam learning rate. None: the start's recipe" in words and "[default: 256]" in words
 
 
 def test_compiled_training_step_matches_eager(data: dict[str, Path], tmp_path: Path) -> None:
@@ -438,7 +439,7 @@ def test_bare_recipe_plans_ten_minutes_per_painting_and_says_so(data: dict[str, 
     paintings = (str(data["style_a"]), str(data["style_b"]))
     bare = dataclasses.replace(TrainConfig(style=paintings), content_dir=str(data["content"]), out=str(tmp_path / "m.safetensors"),
                                batch_size=2, image_size=32, device="cpu", workers=0, loss=LossConfig(style_size=32))  # fmt: skip
-    assert recipe(bare) == Recipe("predicted", "all", None, 5e-4, 1200.0, "cosine", 2, 4.0)
+    assert recipe(bare) == Recipe("predicted", "all", None, 5e-4, 1200.0, "cosine", 2, 4.0, 1e7)
     caplog.set_level("INFO", logger="stylize")
     with pytest.raises(_Stop):
         train(bare, on_step=stop)
@@ -451,14 +452,18 @@ def test_bare_recipe_plans_ten_minutes_per_painting_and_says_so(data: dict[str, 
 def test_recipes_keep_fixed_counts_where_asked() -> None:
     """init random keeps Johnson et al.'s 40,000 steps unless given a time; iterations and epochs replace a budget."""
     random = TrainConfig(style=("a.jpg",), init="random")
-    assert recipe(random) == Recipe("random", "all", 40_000, 1e-3, None, "constant", 4, 1.0)
-    assert recipe(dataclasses.replace(random, time="1.5h")) == Recipe("random", "all", None, 1e-3, 5400.0, "constant", 4, 1.0)
+    assert recipe(random) == Recipe("random", "all", 40_000, 1e-3, None, "constant", 4, 1.0, 0.0)
+    assert recipe(dataclasses.replace(random, time="1.5h")) == Recipe("random", "all", None, 1e-3, 5400.0, "constant", 4, 1.0, 0.0)
     predicted = TrainConfig(style=("a.jpg",))
-    assert recipe(dataclasses.replace(predicted, iterations=300))[2:] == (300, 5e-4, None, "cosine", 2, 4.0)
+    assert recipe(dataclasses.replace(predicted, iterations=300))[2:] == (300, 5e-4, None, "cosine", 2, 4.0, 1e7)
+    unbordered = dataclasses.replace(predicted, loss=LossConfig(border_weight=0.0))
+    assert recipe(unbordered).border_weight == 0.0 and resolved(unbordered).loss.border_weight == 0.0  # 0 turns it off
+    assert resolved(predicted).loss.border_weight == 1e7 and resolved(predicted).batch_size == 2  # what files record
     norms_only = recipe(dataclasses.replace(predicted, trainable="norms"))
     assert (norms_only.lr, norms_only.norm_rate) == (1e-3, 1.0)  # the rate the norm rows were measured at
     assert recipe(dataclasses.replace(predicted, epochs=2.0)).seconds is None
-    assert recipe(dataclasses.replace(predicted, time="90s", schedule="constant")) == Recipe("predicted", "all", None, 5e-4, 90.0, "constant", 2, 4.0)
+    constant = recipe(dataclasses.replace(predicted, time="90s", schedule="constant"))
+    assert constant == Recipe("predicted", "all", None, 5e-4, 90.0, "constant", 2, 4.0, 1e7)
     assert recipe(TrainConfig(style=("a.jpg",), from_model="multistyle26")).seconds == 600.0
     for bad in ("ten", "-5m", "0s", "inf"):
         with pytest.raises(StylizeError, match="time must be"):

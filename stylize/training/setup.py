@@ -92,7 +92,7 @@ def checkpoint_path(out: Path) -> Path:
 class Recipe(NamedTuple):
     """What a run does: ``start`` is "from" (a from_model given), "predicted" or "random"; ``trainable`` "all" or
     "norms"; the optimiser steps, or None when a time budget of ``seconds`` plans them; Adam's learning rate, its
-    schedule, the crops a step and the norm tables' multiple of the rate."""
+    schedule, the crops a step, the norm tables' multiple of the rate and the border term's weight."""
 
     start: str
     trainable: str
@@ -102,6 +102,7 @@ class Recipe(NamedTuple):
     schedule: str
     batch_size: int
     norm_rate: float
+    border_weight: float
 
 
 def recipe(config: TrainConfig) -> Recipe:
@@ -122,12 +123,17 @@ def recipe(config: TrainConfig) -> Recipe:
     lr = config.lr if config.lr is not None else (own.lr if kept else LEARNING_RATE)
     norm_rate = config.norm_rate if config.norm_rate is not None else (own.norm_rate if kept else 1.0)
     schedule = config.schedule or own.schedule
-    return Recipe(start, trainable, iterations, lr, seconds, schedule, config.batch_size or own.batch_size, norm_rate)
+    border_weight = config.loss.border_weight if config.loss.border_weight is not None else own.border_weight
+    batch_size = config.batch_size or own.batch_size
+    return Recipe(start, trainable, iterations, lr, seconds, schedule, batch_size, norm_rate, border_weight)
 
 
 def resolved(config: TrainConfig) -> TrainConfig:
-    """``config`` with the recipe's batch size filled in: what the run, its checkpoints and its model file record."""
-    return config if config.batch_size is not None else dataclasses.replace(config, batch_size=recipe(config).batch_size)
+    """``config`` with the recipe's batch size and border weight filled in: what the run, its checkpoints and its model
+    file record."""
+    own = recipe(config)
+    loss = dataclasses.replace(config.loss, border_weight=own.border_weight)
+    return dataclasses.replace(config, batch_size=own.batch_size, loss=loss)
 
 
 def parse_duration(text: str) -> float:
