@@ -41,7 +41,8 @@ CORNER = 12
 EDGE = 4
 INTERIOR = 32
 REFERENCE = "multistyle26"
-DEFAULT_MODELS = [REFERENCE, "the_scream", "wave", "starry_night", "composition_vii", "arbitrary:starry_night", "arbitrary:wave"]
+DEFAULT_MODELS = [REFERENCE, "the_scream", "wave", "starry_night", "composition_vii", "arbitrary:starry_night", "arbitrary:wave",
+                  "arbitrary:the_scream", "arbitrary:composition_vii"]
 
 Stylize = Callable[[torch.Tensor], torch.Tensor]  # (3, H, W) or (B, 3, H, W) in [0, 1] -> the same
 

@@ -27,10 +27,10 @@ BUNDLED_STYLES_DIR = DATA_DIR / "styles"
 BUNDLED_SHA256: dict[str, str] = {
     "models/arbitrary.safetensors": "427b8f071ab56814be9f3855516a64656d8fe63d215a54380e53fc18f0411d51",
     "models/multistyle26.safetensors": "01651702859fb9568d2d16472c72d83fa2faba560eada5ed1bddb5bbed036215",
-    "models/composition_vii.safetensors": "f2ab1e23b6752dd8a0496230dd4c16524ec50c1c3a143ccca949a59a17650fc7",
-    "models/starry_night.safetensors": "22cd4bafc4ef1d52deafa5096fadda166920b98723b17e8c135514e588e1cfa4",
-    "models/the_scream.safetensors": "d474cd8893fce0a146702b1714370d339a4114786cba970d31d08dccf608e550",
-    "models/wave.safetensors": "f97c8835b9cc4384a5dd368c0f1599f3cc9d8b1fa0d1e94e92fba6c3a67bca88",
+    "models/composition_vii.safetensors": "431c91e37528c515976a9b829fdc8977b9c799a6317a5d207096acd8f716bb0f",
+    "models/starry_night.safetensors": "ef4611d3129f3d4254611c1677f8ac44f429c9d519485bcc33811318d8f994e4",
+    "models/the_scream.safetensors": "ed8f7f7b9ca3e930de8ff0831e52ac6e2df96dff7ed0d92d42f88d245a5ae2eb",
+    "models/wave.safetensors": "7ef84129434f3fdcd5c43b25ee793cbe4103a7cb9c4f82ceb07398ed1dd93588",
     "weights/style_predictor.safetensors": "646c81d6845d3e98b043d0229554ece97e61805b3677ebb14693f79e62387a84",
     # the VGG16 loss network, as printed by scripts/import/extract_vgg16.py
     "weights/vgg16_conv1_1-conv4_3.fp16.safetensors": "59f618ba7f52201ff1c85a884d2e0f11e5ccc35824dd7285eb497a0ea35e7948",
