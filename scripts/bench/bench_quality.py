@@ -93,6 +93,12 @@ VARIANTS: dict[str, Variant] = {
                                 "a constant 2.5e-4, the norm tables at the same rate, no border term",
                                 ("--batch-size", "4", "--lr", "2.5e-4", "--schedule", "constant", "--norm-rate", "1",
                                  "--border-weight", "0")),
+    # The default with one lever moved, for comparisons at equal time (KEY@time-of-LABEL or KEY@300s).
+    "default-batch4": Variant("(d4)", "the default with 4 crops a step", ("--batch-size", "4")),
+    "default-norm1": Variant("(dn)", "the default with the norm tables at the rate of the rest", ("--norm-rate", "1")),
+    "default-constant": Variant("(dc)", "the default at a constant rate", ("--schedule", "constant")),
+    "default-lr2.5e-4": Variant("(dl)", "the default at half its rate", ("--lr", "2.5e-4")),
+    "default-unbordered": Variant("(du)", "the default without the border term", ("--border-weight", "0")),
 }
 #: Flags every training variant gets: fixed seed, one decoding worker (2-core host); batch and crop are each recipe's.
 COMMON_TRAIN_ARGS = ("--seed", "0", "--workers", "1")
