@@ -386,10 +386,10 @@ class StartRecipe:
 
 
 #: What each start does by default. "random" is Johnson et al.'s recipe: 40,000 steps of 4 crops at a constant 1e-3.
-#: "predicted" is the best model 10 minutes a painting make, measured at equal time on held-out photos
-#: (docs/benchmarks/quality.md): every layer trains (after 300 steps that beats the norm rows alone after 1,000), in
-#: steps of 2 crops (more steps beat bigger batches), the rate warms up and decays to zero over the planned steps, and
-#: the norm tables, where a style lives, move at a multiple of it. "from" (a from_model given) trains only the new
+#: "predicted" is 10 minutes a painting: every layer trains (after 300 steps that beats the norm rows alone after
+#: 1,000), in steps of 2 crops, the rate warms up and decays to zero over the planned steps, and the norm tables, where
+#: a style lives, move at a multiple of it; at equal time it ties the fixed-step recipe before it on held-out photos
+#: while ending where the budget says (docs/benchmarks/quality.md). "from" (a from_model given) trains only the new
 #: styles' norm rows, Dumoulin et al.'s recipe, at the batch and rate it was measured at, for 10 minutes a painting.
 #: Budgets are per painting: each painting's style is learnt from the photos drawn for it. Training every layer of the
 #: arbitrary network paints marks bound to the frame (a blob in a corner, lines along the edges) unless the border term
