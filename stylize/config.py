@@ -393,7 +393,8 @@ class StartRecipe:
 #: styles' norm rows, Dumoulin et al.'s recipe, at the batch and rate it was measured at, for 10 minutes a painting.
 #: Budgets are per painting: each painting's style is learnt from the photos drawn for it. Training every layer of the
 #: arbitrary network paints marks bound to the frame (a blob in a corner, lines along the edges) unless the border term
-#: holds its edges to what the interior would paint; fresh networks and norm rows alone were measured without them.
+#: holds its edges to what the interior would paint. "random" and "from" leave it off: the 26-style network, trained
+#: from scratch, is the marks-free reference, and norm rows alone are not measured to paint them.
 TRAIN_RECIPES: dict[str, StartRecipe] = {
     "random": StartRecipe("all", 40_000, None, "constant", 4, 1e-3, 1.0, 0.0),
     "predicted": StartRecipe("all", None, 600.0, "cosine", 2, 5e-4, 4.0, 1e7),

@@ -167,11 +167,13 @@ def train_variant(
     args = [a.replace("{models}", str(ROOT / "models")) for a in variant.train_args or ()]
     contenders = []
     for stop in stops:
-        length = ["--iterations", stop] if stop.isdigit() else ["--time", stop]
         if stop.startswith("time-of-"):
-            if stop[8:] not in earlier or earlier[stop[8:]].train_seconds is None:
-                raise SystemExit(f"[{key}] {stop}: train {stop[8:]} first (list it earlier in --variants)")
-            length = ["--time", f"{earlier[stop[8:]].train_seconds:.0f}s"]
+            label = stop.removeprefix("time-of-")
+            if label not in earlier or earlier[label].train_seconds is None:
+                raise SystemExit(f"[{key}] {stop}: train {label} first (list it earlier in --variants)")
+            length = ["--time", f"{earlier[label].train_seconds:.0f}s"]
+        else:
+            length = ["--iterations", stop] if stop.isdigit() else ["--time", stop]
         model = folder / f"{slug(stop)}.safetensors"
         command = [sys.executable, "-m", "stylize", "train", "--style", str(painting), "--content-dir", str(content_dir),
                    "--out", str(model), *length, "--checkpoint-every", "1000000", "--log", str(folder / f"{slug(stop)}.jsonl"),
